@@ -1,0 +1,3 @@
+"""teamvla-data."""
+
+__version__ = "0.1.0"

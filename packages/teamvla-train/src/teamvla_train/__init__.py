@@ -1,0 +1,3 @@
+"""teamvla-train."""
+
+__version__ = "0.1.0"
