@@ -5,7 +5,12 @@ format with its atomic :class:`EpisodeWriter`, config loading, and checkpoint
 IO that needs numpy alone.
 """
 
-from teamvla_schema.checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint_info, save_checkpoint
+from teamvla_schema.checkpoint import (
+    CheckpointInfo,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
 from teamvla_schema.episode import (
     Episode,
     EpisodeHeader,

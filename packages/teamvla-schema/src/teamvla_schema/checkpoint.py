@@ -54,6 +54,14 @@ _DTYPES: dict[str, np.dtype] = {
 _CODES = {dt: code for code, dt in _DTYPES.items()}
 
 
+# torch dtypes numpy lacks -> (torch integer dtype of the same size, ml_dtypes numpy dtype)
+_TORCH_VIEWS: dict[str, tuple[str, Any]] = {
+    "torch.bfloat16": ("int16", ml_dtypes.bfloat16),
+    "torch.float8_e4m3fn": ("uint8", ml_dtypes.float8_e4m3fn),
+    "torch.float8_e5m2": ("uint8", ml_dtypes.float8_e5m2),
+}
+
+
 def _is_torch_tensor(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "dtype")
 
@@ -73,9 +81,12 @@ def to_numpy(x: Any) -> np.ndarray:
         if t.device.type != "cpu":
             t = t.cpu()
         t = t.contiguous()
-        if str(t.dtype) == "torch.bfloat16":
+        special = _TORCH_VIEWS.get(str(t.dtype))
+        if special is not None:
+            # numpy has no bfloat16/float8: reinterpret the bits through a same-size integer.
             torch = sys.modules["torch"]
-            return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+            int_name, np_dtype = special
+            return t.view(getattr(torch, int_name)).numpy().view(np_dtype)
         return t.resolve_conj().resolve_neg().numpy()
     raise TypeError(f"not a tensor: {type(x).__name__}")
 
@@ -94,7 +105,12 @@ class _Encoder:
         if isinstance(obj, float):
             return obj if math.isfinite(obj) else {"__float__": repr(obj)}
         if isinstance(obj, np.ndarray | np.generic) or _is_torch_tensor(obj):
-            arr = to_numpy(obj)
+            try:
+                arr = to_numpy(obj)
+            except (TypeError, RuntimeError) as exc:  # e.g. a torch dtype numpy cannot represent
+                raise SchemaError(
+                    f"tensor cannot be stored in a checkpoint: {exc}", field=path
+                ) from None
             if not arr.flags.c_contiguous:  # (0-d arrays are always contiguous)
                 arr = arr.copy(order="C")
             if arr.dtype.byteorder == ">":
@@ -144,7 +160,7 @@ def _decode(obj: Any, tensors: Mapping[str, np.ndarray], path: Path) -> Any:
         if key == "__float__":
             return float(value)
         if key == "__bytes__":
-            return base64.b64decode(value)
+            return base64.b64decode(value, validate=True)
         if key == "__tuple__":
             return tuple(_decode(v, tensors, path) for v in value)
         if key == "__dict__":
@@ -231,28 +247,41 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
+            head = fh.read(9)
+            if len(head) < 9:
                 raise SchemaError(f"file too short for a checkpoint ({size} bytes)", path=path)
-            if head[:2] == b"PK" or head[:1] == b"\x80":
-                raise SchemaError(
-                    "this looks like a pickle-based torch.save file; refusing to unpickle it "
-                    "(TeamVLA checkpoints are safetensors)",
-                    path=path,
-                )
-            (n,) = struct.unpack("<Q", head)
-            if n > min(_MAX_HEADER, size - 8):
-                raise SchemaError(f"header length {n} exceeds the file ({size} bytes): truncated or not a checkpoint", path=path)
+            (n,) = struct.unpack("<Q", head[:8])
+            # A safetensors header is a JSON object right after its length. Only when that
+            # fails, look for the signatures of torch.save (a zip) and of a raw pickle: a
+            # valid header length may well start with the same bytes (0x80 = 128).
+            if head[8:9] != b"{" or n > min(_MAX_HEADER, size - 8):
+                if head[:4] == b"PK\x03\x04" or (head[0] == 0x80 and 2 <= head[1] <= 5):
+                    raise SchemaError(
+                        "this looks like a pickle-based torch.save file; refusing to unpickle it "
+                        "(TeamVLA checkpoints are safetensors)",
+                        path=path,
+                    )
+                if n > min(_MAX_HEADER, size - 8):
+                    raise SchemaError(
+                        f"header length {n} exceeds the file ({size} bytes): truncated or not a checkpoint",
+                        path=path,
+                    )
+                raise SchemaError("not a safetensors checkpoint (no JSON header)", path=path)
+            fh.seek(8)
             raw = fh.read(n)
     except OSError as exc:
         raise SchemaError(f"cannot read checkpoint: {exc.strerror}", path=path) from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise SchemaError(f"header is not valid JSON: {exc}", path=path) from None
     if not isinstance(header, dict):
         raise SchemaError("header is not a JSON object", path=path)
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise SchemaError(
+            "'__metadata__' must be a JSON object of strings (safetensors)", path=path
+        )
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise SchemaError(f"not a TeamVLA checkpoint (metadata format {metadata.get('format')!r})", path=path)
     try:
@@ -270,7 +299,12 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
         try:
             dtype = _DTYPES[entry["dtype"]]
             begin, end = (int(v) for v in entry["data_offsets"])
-            count = math.prod(int(d) for d in entry["shape"])
+            shape = entry["shape"]
+            if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+            ):
+                raise ValueError(shape)
+            count = math.prod(shape)
         except (KeyError, TypeError, ValueError):
             raise SchemaError(f"bad tensor entry {entry!r}", path=path, field=name) from None
         if not 0 <= begin <= end <= data_len or end - begin != count * dtype.itemsize:
@@ -280,6 +314,14 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
                 path=path,
                 field=name,
             )
+    try:
+        structure = json.loads(metadata["structure"])
+    except (KeyError, json.JSONDecodeError, RecursionError) as exc:
+        raise SchemaError(
+            f"metadata 'structure' is missing or not JSON: {exc}", path=path
+        ) from None
+    if not isinstance(structure, dict):
+        raise SchemaError("metadata 'structure' is not a JSON object", path=path)
     return CheckpointInfo(path, header, metadata, 8 + n, size)
 
 
@@ -301,13 +343,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         if end == begin:
             tensors[name] = np.zeros(entry["shape"], dtype=dtype)
             continue
-        tensors[name] = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin).reshape(
-            entry["shape"]
-        )
+        tensors[name] = np.frombuffer(
+            data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin
+        ).reshape(entry["shape"])
     try:
-        structure = info.structure
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise SchemaError(f"metadata 'structure' is missing or not JSON: {exc}", path=info.path) from None
-    out = {k: _decode(v, tensors, info.path) for k, v in structure.items()}
+        out = {k: _decode(v, tensors, info.path) for k, v in info.structure.items()}
+    except SchemaError:
+        raise
+    except (
+        TypeError,
+        ValueError,
+        AttributeError,
+        RecursionError,
+    ) as exc:  # binascii.Error is a ValueError
+        raise SchemaError(f"metadata 'structure' is malformed: {exc}", path=info.path) from None
     out["format_version"] = int(info.metadata["format_version"])
     return out

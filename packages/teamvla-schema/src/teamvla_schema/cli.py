@@ -112,6 +112,9 @@ def register_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root")
     p.add_argument("-v", "--verbose", action="store_true", help="also list good files")
     p.set_defaults(func=cmd_validate)
+    from teamvla_schema.config_cli import register_config_command  # argparse only: cheap
+
+    register_config_command(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

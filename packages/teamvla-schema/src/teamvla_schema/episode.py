@@ -27,14 +27,13 @@ from teamvla_schema.atomic import atomic_write, is_temporary
 from teamvla_schema.errors import SchemaError
 from teamvla_schema.fields import FieldLayout, StepLayout, step_layout, validate_step
 from teamvla_schema.meta import EPISODE_FILE_VERSION, EpisodeMeta, validate_episode_meta
+from teamvla_schema.zipwrite import encode_members, write_zip
 
 log = logging.getLogger(__name__)
 
 META_MEMBER = "__meta__"
 FORMAT_NAME = "teamvla-episode"
 EPISODE_SUFFIX = ".npz"
-# Fixed zip timestamps make files byte-identical for identical content.
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 # --------------------------------------------------------------------------- writing
@@ -52,7 +51,9 @@ class _Column:
         self.size = 0
         self.strings: list[str] | None = [] if layout.dtype == "str" else None
         self.data = (
-            None if self.strings is not None else np.empty((capacity, *layout.shape), _column_dtype(layout))
+            None
+            if self.strings is not None
+            else np.empty((capacity, *layout.shape), _column_dtype(layout))
         )
 
     def append(self, value: Any) -> None:
@@ -88,28 +89,31 @@ def write_episode_arrays(
 
     Low-level: the arrays are checked for layout (same length, no object dtype)
     but not validated step by step; :class:`EpisodeWriter` is the usual entry.
+    Large members are compressed in parallel threads.
     """
     fields: dict[str, dict[str, Any]] = {}
+    items: list[tuple[str, np.ndarray]] = []
     for name, arr in arrays.items():
+        if not isinstance(name, str) or not name.isidentifier() or name == META_MEMBER:
+            raise SchemaError(
+                f"field names must be identifiers other than {META_MEMBER!r}, received {name!r}"
+            )
+        if not isinstance(arr, np.ndarray) or arr.ndim == 0:
+            raise SchemaError("expected an array stacked over steps (at least 1-d)", field=name)
         if arr.dtype.hasobject:
             raise SchemaError("object arrays cannot be stored (they need pickle)", field=name)
         if len(arr) != meta.num_steps:
             raise SchemaError(f"expected {meta.num_steps} steps, received {len(arr)}", field=name)
         dtype = "str" if arr.dtype.kind == "U" else str(arr.dtype)
         fields[name] = {"dtype": dtype, "shape": list(arr.shape[1:])}
+        items.append((name, arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)))
     doc = {"format": FORMAT_NAME, **meta.to_dict(), "fields": fields}
     meta_bytes = np.frombuffer(json.dumps(doc, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    level = zlib.Z_DEFAULT_COMPRESSION if compresslevel is None else compresslevel
+    members = encode_members([(META_MEMBER, meta_bytes), *items], compress, level)
     path = Path(path)
-    with atomic_write(path, overwrite=overwrite) as fh, zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
-        for name, arr in [(META_MEMBER, meta_bytes), *arrays.items()]:
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-            info.compress_type = method
-            info.external_attr = 0o644 << 16
-            if compress and compresslevel is not None:
-                info._compresslevel = compresslevel  # type: ignore[attr-defined]
-            with zf.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+    with atomic_write(path, overwrite=overwrite) as fh:
+        write_zip(fh, members)
     return path
 
 
@@ -168,9 +172,12 @@ class EpisodeWriter:
         target = self.path_for(checked.task, episode_id)
         if target.exists() and not self.overwrite:
             raise SchemaError(
-                "episode already exists (pass overwrite=True to the writer to replace it)", path=target
+                "episode already exists (pass overwrite=True to the writer to replace it)",
+                path=target,
             )
-        self._meta = EpisodeMeta(checked.task, episode_id, checked.success, 0, EPISODE_FILE_VERSION, checked.user)
+        self._meta = EpisodeMeta(
+            checked.task, episode_id, checked.success, 0, EPISODE_FILE_VERSION, checked.user
+        )
         self._layout = None
         self._columns = {}
         self._num_steps = 0
@@ -190,7 +197,9 @@ class EpisodeWriter:
             )
         if self._layout is None:
             self._layout = step_layout(clean)
-            self._columns = {n: _Column(lay, self.initial_capacity) for n, lay in self._layout.items()}
+            self._columns = {
+                n: _Column(lay, self.initial_capacity) for n, lay in self._layout.items()
+            }
         for name, value in clean.items():
             self._columns[name].append(value)
         self._num_steps += 1
@@ -204,16 +213,28 @@ class EpisodeWriter:
         if self._meta is None:
             raise SchemaError("end_episode() called with no open episode")
         if self._num_steps == 0:
-            raise SchemaError(f"episode {self._meta.episode_id!r} has no steps; add steps or discard it")
+            raise SchemaError(
+                f"episode {self._meta.episode_id!r} has no steps; add steps or discard it"
+            )
         final_success = self._last_success if success is None else bool(success)
         meta = EpisodeMeta(
-            self._meta.task, self._meta.episode_id, final_success, self._num_steps, EPISODE_FILE_VERSION, self._meta.user
+            self._meta.task,
+            self._meta.episode_id,
+            final_success,
+            self._num_steps,
+            EPISODE_FILE_VERSION,
+            self._meta.user,
         )
         arrays = {name: col.finish() for name, col in self._columns.items()}
         target = self.path_for(meta.task, meta.episode_id)
         try:
             path = write_episode_arrays(
-                target, meta, arrays, compress=self.compress, compresslevel=self.compresslevel, overwrite=self.overwrite
+                target,
+                meta,
+                arrays,
+                compress=self.compress,
+                compresslevel=self.compresslevel,
+                overwrite=self.overwrite,
             )
         except FileExistsError as exc:
             raise SchemaError(f"episode already exists: {exc}", path=target) from None
@@ -238,7 +259,10 @@ class EpisodeWriter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is not None and self._meta is not None:
             msg = (
@@ -339,59 +363,172 @@ def find_episodes(root: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in root.rglob(f"*{EPISODE_SUFFIX}") if is_episode_file(p) and p.is_file())
 
 
-def _open_npz(path: Path) -> Any:
+def _open_npz(path: Path) -> zipfile.ZipFile:
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise SchemaError(f"cannot open episode file: {exc.strerror}", path=path) from None
     if size == 0:
         raise SchemaError("empty file (0 bytes); expected a TeamVLA episode .npz", path=path)
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise SchemaError(f"cannot open episode file: {exc.strerror}", path=path) from None
     if magic != b"PK\x03\x04":
         raise SchemaError(f"not an npz (zip) file (starts with {magic!r})", path=path)
     try:
-        return np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        return zipfile.ZipFile(path, "r")
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,
+    ) as exc:
         raise SchemaError(f"truncated or corrupt npz file: {exc}", path=path) from None
 
 
-def _load_member(npz: Any, name: str, path: Path) -> np.ndarray:
+# zlib's deflate cannot expand data by more than about 1032:1.
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _member_names(zf: zipfile.ZipFile) -> set[str]:
+    return {n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")}
+
+
+def _load_member(
+    zf: zipfile.ZipFile,
+    name: str,
+    path: Path,
+    expected: tuple[FieldLayout, int] | None = None,
+) -> np.ndarray:
+    """Read one ``.npy`` member, checking its header before any data is read.
+
+    Object (pickled) arrays are refused from the header alone, so no pickle is
+    ever loaded; a header declaring more bytes than the member can hold is
+    refused before memory is allocated; with ``expected`` (the field's layout
+    and the episode's step count from the metadata) a member whose dtype or
+    shape differs is refused before its data is decompressed.
+    """
+    member = f"{name}.npy"
     try:
-        arr = npz[name]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+        info = zf.getinfo(member)
+    except KeyError:
+        raise SchemaError("array member is missing", path=path, field=name) from None
+    try:
+        with zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise SchemaError(
+                    f"unsupported .npy format version {version}", path=path, field=name
+                )
+    except SchemaError:
+        raise
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        SyntaxError,
+    ) as exc:
+        raise SchemaError(
+            f"truncated or corrupt member header: {exc}", path=path, field=name
+        ) from None
+    except (NotImplementedError, RuntimeError) as exc:  # unsupported compression method, encryption
+        raise SchemaError(f"unreadable zip member: {exc}", path=path, field=name) from None
+    if dtype.hasobject:
+        raise SchemaError(
+            "member is an object array (pickled Python objects); refusing to load it: "
+            "episode files never contain pickles",
+            path=path,
+            field=name,
+        )
+    nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    capacity = info.file_size
+    if info.compress_type != zipfile.ZIP_STORED:
+        capacity = min(capacity, _MAX_DEFLATE_RATIO * info.compress_size + 4096)
+    if nbytes > capacity:
+        raise SchemaError(
+            f"member header declares {dtype}{list(shape)} ({nbytes} bytes) but the member holds at most "
+            f"{capacity} bytes: truncated or corrupt",
+            path=path,
+            field=name,
+        )
+    if expected is not None:
+        layout, num_steps = expected
+        want_shape = (num_steps, *layout.shape)
+        got_dtype = "str" if dtype.kind == "U" else str(dtype)
+        if got_dtype != layout.dtype or tuple(shape) != want_shape:
             raise SchemaError(
-                "member is an object array (pickled Python objects); refusing to load it: "
-                "episode files never contain pickles",
+                f"expected {layout.dtype}{list(want_shape)} as declared in the metadata, "
+                f"received {dtype}{list(shape)}",
                 path=path,
                 field=name,
-            ) from None
-        raise SchemaError(f"corrupt member: {exc}", path=path, field=name) from None
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as exc:
+            )
+    try:
+        with zf.open(info) as fh:
+            arr = np.lib.format.read_array(fh, allow_pickle=False)
+            # Reading to the end makes zipfile verify the member's CRC-32.
+            if fh.read(1):
+                raise ValueError("unexpected bytes after the array data")
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        ValueError,
+        MemoryError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise SchemaError(f"truncated or corrupt member: {exc}", path=path, field=name) from None
-    if arr.dtype.hasobject:
+    if arr.dtype.hasobject:  # pragma: no cover - excluded by the header check above
         raise SchemaError("member is an object array; refusing it", path=path, field=name)
     return arr
 
 
-def _header_from_npz(npz: Any, path: Path) -> EpisodeHeader:
-    if META_MEMBER not in npz.files:
-        legacy = " (it looks like a seed-format file of pickled object arrays)" if {"meta", "steps"} & set(
-            npz.files
-        ) else ""
-        raise SchemaError(f"not a TeamVLA episode file: no {META_MEMBER!r} member{legacy}", path=path)
-    raw = _load_member(npz, META_MEMBER, path)
+def _header_from_npz(zf: zipfile.ZipFile, path: Path) -> EpisodeHeader:
+    members = _member_names(zf)
+    if META_MEMBER not in members:
+        legacy = (
+            " (it looks like a seed-format file of pickled object arrays)"
+            if {"meta", "steps"} & members
+            else ""
+        )
+        raise SchemaError(
+            f"not a TeamVLA episode file: no {META_MEMBER!r} member{legacy}", path=path
+        )
+    raw = _load_member(zf, META_MEMBER, path)
     if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise SchemaError(f"expected uint8[n] JSON bytes, received {raw.dtype}{raw.shape}", path=path, field=META_MEMBER)
+        raise SchemaError(
+            f"expected uint8[n] JSON bytes, received {raw.dtype}{raw.shape}",
+            path=path,
+            field=META_MEMBER,
+        )
     try:
         doc = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SchemaError(f"metadata is not valid UTF-8 JSON: {exc}", path=path, field=META_MEMBER) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SchemaError(
+            f"metadata is not valid UTF-8 JSON: {exc}", path=path, field=META_MEMBER
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-        raise SchemaError(f"metadata 'format' must be {FORMAT_NAME!r}", path=path, field=META_MEMBER)
+        raise SchemaError(
+            f"metadata 'format' must be {FORMAT_NAME!r}", path=path, field=META_MEMBER
+        )
     version = doc.get("version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > EPISODE_FILE_VERSION:
+    if (
+        isinstance(version, int)
+        and not isinstance(version, bool)
+        and version > EPISODE_FILE_VERSION
+    ):
         raise SchemaError(
             f"file format version {version} is newer than this reader supports ({EPISODE_FILE_VERSION}); "
             "upgrade teamvla-schema to read it",
@@ -409,10 +546,20 @@ def _header_from_npz(npz: Any, path: Path) -> EpisodeHeader:
     fields: dict[str, FieldLayout] = {}
     for name, spec in fields_doc.items():
         try:
-            fields[name] = FieldLayout(str(spec["dtype"]), tuple(int(d) for d in spec["shape"]))
+            dtype = str(spec["dtype"])
+            shape = spec["shape"]
+            if dtype != "str":
+                np.dtype(dtype)
+            if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+            ):
+                raise ValueError(shape)
         except (KeyError, TypeError, ValueError):
-            raise SchemaError(f"bad field entry {spec!r} in metadata", path=path, field=name) from None
-        if f"{name}.npy" not in npz.zip.namelist():
+            raise SchemaError(
+                f"bad field entry {spec!r} in metadata", path=path, field=name
+            ) from None
+        fields[name] = FieldLayout(dtype, tuple(shape))
+        if name == META_MEMBER or name not in members:
             raise SchemaError("field listed in metadata has no array member", path=path, field=name)
     return EpisodeHeader(path, meta, fields, path.stat().st_size)
 
@@ -420,21 +567,20 @@ def _header_from_npz(npz: Any, path: Path) -> EpisodeHeader:
 def read_episode_meta(path: str | os.PathLike[str]) -> EpisodeHeader:
     """Read only an episode's metadata and field layout (no arrays are decompressed)."""
     path = Path(path)
-    npz = _open_npz(path)
-    with npz:
-        return _header_from_npz(npz, path)
+    with _open_npz(path) as zf:
+        return _header_from_npz(zf, path)
 
 
 def read_episode(path: str | os.PathLike[str], fields: Sequence[str] | None = None) -> Episode:
     """Read an episode: metadata plus the arrays of ``fields`` (all when ``None``).
 
     Only the requested members are decompressed. Every array is checked against
-    the metadata (dtype, per-step shape, number of steps).
+    the metadata (dtype, per-step shape, number of steps) from its ``.npy``
+    header, before its data is read.
     """
     path = Path(path)
-    npz = _open_npz(path)
-    with npz:
-        header = _header_from_npz(npz, path)
+    with _open_npz(path) as zf:
+        header = _header_from_npz(zf, path)
         names = list(header.fields) if fields is None else list(fields)
         arrays: dict[str, np.ndarray] = {}
         for name in names:
@@ -443,20 +589,13 @@ def read_episode(path: str | os.PathLike[str], fields: Sequence[str] | None = No
                 raise SchemaError(
                     f"no such field; the episode has {sorted(header.fields)}", path=path, field=name
                 )
-            arr = _load_member(npz, name, path)
-            got_dtype = "str" if arr.dtype.kind == "U" else str(arr.dtype)
-            if got_dtype != layout.dtype or tuple(arr.shape) != (header.meta.num_steps, *layout.shape):
-                raise SchemaError(
-                    f"expected {layout.dtype}{[header.meta.num_steps, *layout.shape]} as declared in the "
-                    f"metadata, received {arr.dtype}{list(arr.shape)}",
-                    path=path,
-                    field=name,
-                )
-            arrays[name] = arr
+            arrays[name] = _load_member(zf, name, path, (layout, header.meta.num_steps))
     return Episode(header, arrays)
 
 
-def iter_steps(path: str | os.PathLike[str], fields: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_steps(
+    path: str | os.PathLike[str], fields: Sequence[str] | None = None
+) -> Iterator[dict[str, Any]]:
     """Iterate over the steps of an episode file."""
     yield from read_episode(path, fields).iter_steps()
 
@@ -468,13 +607,15 @@ def validate_episode_file(path: str | os.PathLike[str]) -> EpisodeHeader:
     cheap check). Raises :class:`SchemaError` naming the file, field and, for
     non-finite values, the first bad step.
     """
-    from teamvla_schema.fields import KNOWN_FIELDS, REQUIRED_FIELDS
+    from teamvla_schema.fields import _EXTRA_DTYPES, KNOWN_FIELDS, REQUIRED_FIELDS
 
     episode = read_episode(path)
     header = episode.header
     missing = [n for n in REQUIRED_FIELDS if n not in header.fields]
     if missing:
-        raise SchemaError(f"missing required field(s) {missing}", path=header.path, field=missing[0])
+        raise SchemaError(
+            f"missing required field(s) {missing}", path=header.path, field=missing[0]
+        )
     if header.meta.num_steps == 0:
         raise SchemaError("episode has no steps", path=header.path)
     dims: dict[str, tuple[int, str]] = {}
@@ -502,7 +643,29 @@ def validate_episode_file(path: str | os.PathLike[str]) -> EpisodeHeader:
             finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
             if not finite.all():
                 raise SchemaError(
-                    "expected finite values, received NaN/inf", path=header.path, field=name, step=int(np.argmin(finite))
+                    "expected finite values, received NaN/inf",
+                    path=header.path,
+                    field=name,
+                    step=int(np.argmin(finite)),
+                )
+    for name in header.fields:
+        if name in KNOWN_FIELDS:
+            continue
+        arr = episode.arrays[name]
+        if arr.dtype.kind != "U" and arr.dtype not in _EXTRA_DTYPES:
+            raise SchemaError(
+                f"extra field must hold bool, [u]int8..64, float16/32/64 or str values, received {arr.dtype}",
+                path=header.path,
+                field=name,
+            )
+        if arr.dtype.kind == "f":
+            finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+            if not finite.all():
+                raise SchemaError(
+                    "expected finite values, received NaN/inf",
+                    path=header.path,
+                    field=name,
+                    step=int(np.argmin(finite)),
                 )
     task = episode.arrays["task"]
     if not np.all(task == header.meta.task):

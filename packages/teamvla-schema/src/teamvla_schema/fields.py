@@ -14,12 +14,15 @@ Implicit conversions (all lossless, nothing else is converted):
 * an integer array becomes ``uint8`` only if every value is in 0..255;
 * ``numpy.bool_`` becomes ``bool``, ``numpy.str_`` becomes ``str``.
 
-Non-finite values (NaN, ±inf) are refused in every float field unless its
-spec sets ``allow_nonfinite`` (depth maps, where NaN marks "no return").
+Non-finite values (NaN, ±inf) are refused in every float field, extra fields
+included, unless its spec sets ``allow_nonfinite`` (depth maps, where NaN marks
+"no return"). Strings may not contain NUL characters (``"\\x00"``): the
+fixed-width unicode arrays of the episode file cannot keep trailing NULs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -87,6 +90,14 @@ KNOWN_FIELDS: dict[str, FieldSpec] = {**REQUIRED_FIELDS, **OPTIONAL_FIELDS}
 
 # dtype kinds an extra (undeclared) array field may have: bool, ints, floats.
 _EXTRA_KINDS = frozenset("biuf")
+# ... and the exact dtypes: portable ones only (no platform-dependent long double).
+_EXTRA_DTYPES = frozenset(
+    np.dtype(t)
+    for t in (
+        *("bool", "int8", "int16", "int32", "int64"),
+        *("uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -143,7 +154,7 @@ def _normalise_known(spec: FieldSpec, value: Any, step: int | None) -> Any:
     name = spec.name
     if spec.kind == "str":
         if isinstance(value, str):  # includes numpy.str_
-            return str(value)
+            return _check_str(str(value), name, step)
         raise _fail(f"expected str, received {_describe_value(value)}", name, step)
     if spec.kind == "bool":
         if isinstance(value, bool | np.bool_):
@@ -175,22 +186,50 @@ def _normalise_known(spec: FieldSpec, value: Any, step: int | None) -> Any:
     return _contiguous(arr)
 
 
+def _check_str(value: str, field: str, step: int | None) -> str:
+    # numpy's fixed-width unicode arrays strip trailing NULs: "a\x00" would come back as "a".
+    if "\x00" in value:
+        raise _fail(f"strings may not contain NUL characters, received {value[:60]!r}", field, step)
+    return value
+
+
+def _check_finite_extra(arr: np.ndarray, field: str, step: int | None) -> np.ndarray:
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise _fail(
+            f"expected finite values, received {bad} NaN/inf value(s) (only fields declared with "
+            "allow_nonfinite, such as depth maps, may hold them)",
+            field,
+            step,
+        )
+    return arr
+
+
 def _normalise_extra(name: str, value: Any, step: int | None) -> Any:
     if isinstance(value, bool | np.bool_):
         return bool(value)
     if isinstance(value, str):
-        return str(value)
+        return _check_str(str(value), name, step)
     if isinstance(value, int | float | np.integer | np.floating):
-        return np.asarray(value)
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in _EXTRA_KINDS:
+        arr = np.asarray(value)
+        if arr.dtype not in _EXTRA_DTYPES:  # a Python int beyond 64 bits becomes an object array
             raise _fail(
-                f"extra field must be a number, bool, str or bool/int/float array; received "
-                f"{_describe_value(value)}",
+                f"extra number {value!r} does not fit a 64-bit integer or float; received {_describe_value(arr)}",
                 name,
                 step,
             )
-        return _contiguous(value)
+        return _check_finite_extra(arr, name, step)
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in _EXTRA_KINDS and not value.dtype.isnative:
+            value = value.astype(value.dtype.newbyteorder("="))  # byte order is not part of the value
+        if value.dtype not in _EXTRA_DTYPES:
+            raise _fail(
+                f"extra field must be a number, bool, str or bool/int/float array "
+                f"(float16/32/64, [u]int8..64); received {_describe_value(value)}",
+                name,
+                step,
+            )
+        return _contiguous(_check_finite_extra(value, name, step))
     raise _fail(
         f"extra field must be a number, bool, str or numpy array; received {type(value).__name__}",
         name,
@@ -226,6 +265,10 @@ def validate_step(
             f"a step must be a mapping of field name to value, received {type(step).__name__}",
             step=step_index,
         )
+    if layout is not None:
+        fast = _validate_against_layout(step, layout, step_index)
+        if fast is not None:
+            return fast
     missing = [name for name in REQUIRED_FIELDS if name not in step]
     if missing:
         raise SchemaError(
@@ -248,6 +291,66 @@ def validate_step(
     _check_symbolic_dims(out, step_index)
     if layout is not None:
         _check_layout(out, layout, step_index)
+    return out
+
+
+_NONFINITE_OK = frozenset(name for name, spec in KNOWN_FIELDS.items() if spec.allow_nonfinite)
+_LAYOUT_DTYPES: dict[str, np.dtype | None] = {"str": None}
+
+
+def _layout_dtype(ref: FieldLayout) -> np.dtype | None:
+    # The numpy dtype a value of this layout has; None for str and scalar bool (Python values).
+    if ref.dtype == "bool" and not ref.shape:
+        return None
+    try:
+        return _LAYOUT_DTYPES[ref.dtype]
+    except KeyError:
+        dt = _LAYOUT_DTYPES[ref.dtype] = np.dtype(ref.dtype)
+        return dt
+
+
+def _validate_against_layout(
+    step: Mapping[str, Any], layout: StepLayout, step_index: int | None
+) -> dict[str, Any] | None:
+    """The fast path for the steps after the first: the normalised step, or None.
+
+    A value that already has exactly the dtype and shape fixed by the episode's
+    first step (the usual case when recording) needs only its finiteness checked;
+    any other value goes through the full per-field normalisation and must then
+    match the layout. On any mismatch this returns None and :func:`validate_step`
+    runs the full validation, which raises the same error it always would.
+    """
+    if len(step) != len(layout) or any(name not in step for name in layout):
+        return None
+    out: dict[str, Any] = {}
+    for name, value in step.items():
+        ref = layout.get(name)
+        if ref is None:
+            return None
+        kind = type(value)
+        if kind is np.ndarray or isinstance(value, np.generic):
+            dt = _layout_dtype(ref)
+            if dt is not None and value.dtype == dt and value.shape == ref.shape:
+                arr = value if kind is np.ndarray else np.asarray(value)
+                # One reduction instead of isfinite + all: a NaN or inf anywhere makes the sum
+                # non-finite. (A sum that merely overflows takes the exact full path.)
+                if dt.kind == "f" and name not in _NONFINITE_OK and not math.isfinite(arr.sum()):
+                    return None
+                out[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
+                continue
+        elif kind is str:
+            if ref.dtype == "str" and "\x00" not in value:
+                out[name] = value
+                continue
+        elif kind is bool and ref.dtype == "bool" and not ref.shape:
+            out[name] = value
+            continue
+        # Python numbers, lists, conversions, errors: the full normalisation of this field.
+        spec = KNOWN_FIELDS.get(name)
+        clean = _normalise_known(spec, value, step_index) if spec else _normalise_extra(name, value, step_index)
+        if layout_of(clean) != ref:
+            return None
+        out[name] = clean
     return out
 
 

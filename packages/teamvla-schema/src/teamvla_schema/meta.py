@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -50,22 +51,26 @@ def validate_episode_meta(meta: Any, *, require_id: bool = True) -> EpisodeMeta:
     if isinstance(meta, EpisodeMeta):
         meta = meta.to_dict()
     if not isinstance(meta, Mapping):
-        raise SchemaError(f"episode metadata must be a mapping, received {type(meta).__name__}", field="meta")
-    unknown = sorted(set(meta) - _META_KEYS)
-    if unknown:
         raise SchemaError(
-            f"unknown metadata key(s) {unknown}; known keys are {sorted(_META_KEYS)}; "
+            f"episode metadata must be a mapping, received {type(meta).__name__}", field="meta"
+        )
+    unknown = sorted(set(meta) - _META_KEYS, key=str)
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), sorted(_META_KEYS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SchemaError(
+            f"unknown metadata key(s) {unknown}{hint}; known keys are {sorted(_META_KEYS)}; "
             "put free-form metadata under 'user'",
-            field=unknown[0],
+            field=str(unknown[0]),
         )
     task = meta.get("task")
-    if not isinstance(task, str) or not SLUG_RE.match(task):
+    if not isinstance(task, str) or not SLUG_RE.fullmatch(task):
         raise SchemaError(
             f"expected a task slug (lower-case letters, digits, '_' or '-'), received {task!r}", field="task"
         )
     episode_id = meta.get("episode_id", None if require_id else "")
     if not isinstance(episode_id, str) or (
-        (require_id or episode_id) and not EPISODE_ID_RE.match(episode_id)
+        (require_id or episode_id) and not EPISODE_ID_RE.fullmatch(episode_id)
     ):
         raise SchemaError(
             "expected an episode id of letters, digits, '_', '-' or '.' (at most 128, usable as a file name), "
