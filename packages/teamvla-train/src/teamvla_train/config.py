@@ -1,0 +1,385 @@
+"""Typed config sections owned by teamvla-train: ``model``, ``optim``, ``scheduler``, ``trainer``, ``eval``.
+
+Each section is a dataclass validated strictly with
+:func:`teamvla_schema.config.from_dict` (unknown keys, types and ranges; a
+``validate()`` method for cross-field checks). This module must stay importable
+without torch: tools validate configs on machines that have no torch.
+
+The observation history (``To - 1``) and the action horizon (``Ha``) are
+properties of the data windows, so they live in the ``dataset`` section; the
+model is built to match them and records them in every checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from teamvla_data.config import DatasetConfig
+from teamvla_schema.config import (
+    ConfigError,
+    LoadedConfig,
+    field,
+    from_dict,
+    resolved_data,
+    to_dict,
+    validate_config,
+)
+from teamvla_schema.run_config import RunConfig
+
+ModelName = Literal["single_brain", "msg_passing"]
+DEFAULT_EVAL_TASKS = ("lift", "handoff", "drawer")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the policy (both models share every field except ``msg_*``)."""
+
+    # --- which model -----------------------------------------------------------------
+    name: ModelName = field(
+        default="single_brain",
+        doc="single_brain: one fusion tower for both arms; msg_passing: per-arm towers exchanging messages.",
+    )
+    num_joints: int = field(default=7, ge=1, doc="Joints per arm (N); must match the dataset.")
+
+    # --- vision: one small conv net per camera image, trained from scratch -------------
+    image_size: int = field(
+        default=48, ge=16, le=512, doc="Images are resized in-model to image_size x image_size."
+    )
+    conv_channels: list[int] = field(
+        default_factory=lambda: [16, 32, 64],
+        doc="Output channels of the 3x3 conv layers (one entry per layer).",
+    )
+    conv_strides: list[int] | None = field(
+        default=None,
+        doc="Stride (1 or 2) of each conv layer; null: 2 for every layer. Fewer stride-2 layers "
+        "keep a finer feature map for the keypoints (more precise, more compute).",
+    )
+    vision_pool: Literal["spatial_softmax", "avg"] = field(
+        default="spatial_softmax",
+        doc="spatial_softmax: expected (x, y) keypoint per channel; avg: global average pooling.",
+    )
+    vision_dim: int = field(default=64, ge=1, doc="Feature size per camera image.")
+    share_vision: bool = field(
+        default=True, doc="Both cameras use one conv net (with a learned camera embedding)."
+    )
+    vision_film: bool = field(
+        default=True,
+        doc="The instruction modulates the last conv feature map (FiLM), so keypoints can "
+        "follow the object the instruction names.",
+    )
+    vision_frames: int = field(
+        default=1,
+        ge=0,
+        doc="Most recent frames whose images are encoded (0: every frame of the window); "
+        "the joint history always uses every frame.",
+    )
+
+    # --- instruction: hashed words + character n-grams, no download ------------------
+    text_buckets: int = field(
+        default=4096, ge=16, doc="Hash buckets of the word / character n-gram embedding."
+    )
+    text_ngram: int = field(
+        default=3, ge=0, le=6, doc="Character n-gram length (0: whole words only)."
+    )
+    text_dim: int = field(default=64, ge=1, doc="Instruction embedding size.")
+    text_layers: int = field(
+        default=0, ge=0, le=6, doc="Transformer layers over the words (0: mean pooling)."
+    )
+    text_pool: Literal["mean", "attention"] = field(
+        default="attention",
+        doc="mean: average of the words; attention: text_heads learned queries attend over the words.",
+    )
+    text_heads: int = field(
+        default=2,
+        ge=1,
+        doc="Attention heads of the instruction transformer and of attention pooling.",
+    )
+
+    # --- proprioception ---------------------------------------------------------------
+    proprio_dim: int = field(default=64, ge=1, doc="Feature size of one arm's joint-state history.")
+
+    # --- fusion and heads -------------------------------------------------------------
+    hidden_dim: int = field(default=256, ge=8, doc="Width of the fusion tower(s).")
+    fusion_layers: int = field(
+        default=2, ge=1, le=8, doc="Residual MLP blocks in the fusion tower(s)."
+    )
+    conditioning: Literal["film", "concat"] = field(
+        default="film",
+        doc="film: the instruction scales/shifts every fusion block; concat: appended to the input only.",
+    )
+    dropout: float = field(default=0.0, ge=0.0, lt=1.0, doc="Dropout inside the fusion blocks.")
+    predict_delta: bool = field(
+        default=True,
+        doc="Predict joint targets relative to the current joint positions (residual), in normalised units.",
+    )
+
+    # --- message passing (msg_passing only) -------------------------------------------
+    msg_rounds: int = field(
+        default=2, ge=0, le=8, doc="Rounds of message exchange between the two arm towers."
+    )
+    msg_dim: int = field(default=128, ge=1, doc="Size of a message.")
+    share_arm_weights: bool = field(
+        default=False, doc="Both arm towers share weights (an arm embedding tells them apart)."
+    )
+
+    # --- loss -------------------------------------------------------------------------
+    joint_loss: Literal["l1", "mse"] = field(default="l1", doc="Loss on normalised joint targets.")
+    joint_weight: float = field(default=1.0, ge=0.0, doc="Weight of the joint loss.")
+    grip_weight: float = field(
+        default=0.5, ge=0.0, doc="Weight of the gripper binary cross-entropy."
+    )
+
+    def strides(self) -> list[int]:
+        """The stride of every conv layer."""
+        return (
+            list(self.conv_strides)
+            if self.conv_strides is not None
+            else [2] * len(self.conv_channels)
+        )
+
+    def feature_map_size(self) -> int:
+        """Side of the last conv feature map (what the pooling sees)."""
+        size = self.image_size
+        for st in self.strides():
+            size = (size - 1) // st + 1
+        return size
+
+    def validate(self) -> None:
+        """Cross-field checks."""
+        if not self.conv_channels or any(c < 1 for c in self.conv_channels):
+            raise ValueError(
+                f"conv_channels must list positive channel counts, received {self.conv_channels}"
+            )
+        strides = self.strides()
+        if len(strides) != len(self.conv_channels) or any(st not in (1, 2) for st in strides):
+            raise ValueError(
+                f"conv_strides must give 1 or 2 for each of the {len(self.conv_channels)} conv layers, "
+                f"received {self.conv_strides}"
+            )
+        if self.feature_map_size() < 2:
+            raise ValueError(
+                f"image_size {self.image_size} is too small for conv strides {strides}"
+            )
+        if self.text_layers and self.text_dim % self.text_heads:
+            raise ValueError(
+                f"text_dim {self.text_dim} must be divisible by text_heads {self.text_heads}"
+            )
+
+
+@dataclass
+class OptimConfig:
+    """AdamW settings."""
+
+    lr: float = field(default=1e-3, gt=0.0, doc="Peak learning rate (after warm-up).")
+    weight_decay: float = field(
+        default=1e-4, ge=0.0, doc="Decoupled weight decay (not applied to biases/norms)."
+    )
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], doc="Adam betas.")
+    eps: float = field(default=1e-8, gt=0.0, doc="Adam epsilon.")
+    grad_clip: float = field(
+        default=1.0, ge=0.0, doc="Clip the global gradient norm to this value (0: no clipping)."
+    )
+
+    def validate(self) -> None:
+        """Cross-field checks."""
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), received {self.betas}")
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule: linear warm-up, then cosine decay (or constant)."""
+
+    name: Literal["cosine", "constant"] = field(default="cosine", doc="Shape after warm-up.")
+    warmup_steps: int = field(
+        default=100, ge=0, doc="Optimiser steps of linear warm-up from 0 to the peak lr."
+    )
+    min_lr_ratio: float = field(
+        default=0.05, ge=0.0, le=1.0, doc="Final lr as a fraction of the peak (cosine)."
+    )
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop: length, precision, validation, checkpoints, logging.
+
+    Batch size, workers and augmentation belong to the ``dataset`` section (the loader does them).
+    """
+
+    # --- length -----------------------------------------------------------------------
+    max_steps: int = field(default=3000, ge=0, doc="Optimiser steps to train (0: use epochs).")
+    epochs: int = field(default=0, ge=0, doc="Epochs to train when max_steps is 0.")
+    grad_accum_steps: int = field(
+        default=1, ge=1, doc="Micro-batches (of dataset.batch_size) accumulated per optimiser step."
+    )
+
+    # --- compute ----------------------------------------------------------------------
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto", doc="auto: bf16 autocast on CUDA, fp32 on CPU."
+    )
+    compile: bool = field(default=False, doc="Wrap the model in torch.compile.")
+    num_threads: int = field(
+        default=0, ge=0, doc="torch intra-op threads on CPU (0: one per available core)."
+    )
+    prefetch: int = field(
+        default=2,
+        ge=0,
+        doc="Batches loaded ahead by a background thread, overlapping data and compute (0: off).",
+    )
+
+    # --- validation -------------------------------------------------------------------
+    val_every: int = field(
+        default=500, ge=0, doc="Validation loss every N optimiser steps (0: only at the end)."
+    )
+    val_batches: int = field(
+        default=8, ge=0, doc="Batches per validation pass (0: the whole held-out split)."
+    )
+
+    # --- checkpoints ------------------------------------------------------------------
+    ckpt_every: int = field(
+        default=0, ge=0, doc="Checkpoint every N optimiser steps (0: at the end of each epoch)."
+    )
+    keep_last: int = field(
+        default=3, ge=1, doc="Checkpoints kept per run (older ones are deleted)."
+    )
+
+    # --- logging ----------------------------------------------------------------------
+    log_every: int = field(default=25, ge=1, doc="Write a metrics line every N optimiser steps.")
+    tensorboard: bool = field(default=False, doc="Also log to TensorBoard when it is installed.")
+
+    def validate(self) -> None:
+        """Cross-field checks."""
+        if self.max_steps == 0 and self.epochs == 0:
+            raise ValueError("set trainer.max_steps or trainer.epochs to a positive number")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of a trained policy: offline action error and closed-loop success in the simulator.
+
+    The ``demo_*`` fields are read only by ``teamvla demo`` (the dataset it
+    records when none exists yet); ``teamvla eval`` ignores them.
+    """
+
+    # --- closed loop ------------------------------------------------------------------
+    tasks: list[str] = field(
+        default_factory=lambda: list(DEFAULT_EVAL_TASKS), doc="Tasks to evaluate."
+    )
+    episodes_per_task: int = field(
+        default=20,
+        ge=1,
+        doc="Rollouts per task, on held-out seeds (teamvla_data.sim.seeds.eval_seeds).",
+    )
+    replan_every: int = field(
+        default=4, ge=1, doc="Execute this many steps of each predicted chunk, then re-plan."
+    )
+    temporal_ensemble: float = field(
+        default=0.0,
+        ge=0.0,
+        doc="0: chunked execution (replan_every). >0: re-plan every step and average all chunks covering it, "
+        "weights exp(-temporal_ensemble * age in steps).",
+    )
+    max_steps: int = field(
+        default=0, ge=0, doc="Cap on steps per episode (0: each task's own step limit)."
+    )
+    language_swap: bool = field(
+        default=True,
+        doc="Also roll out each scene with its instruction swapped to name the other block, judged against the new one.",
+    )
+    batch_envs: int = field(
+        default=10, ge=1, doc="Environments stepped together in one batched policy call."
+    )
+
+    # --- offline ------------------------------------------------------------------------
+    offline_batches: int = field(
+        default=0,
+        ge=0,
+        doc="Validation-split batches for the offline action error (0: the whole split).",
+    )
+
+    # --- pictures -----------------------------------------------------------------------
+    save_gifs: bool = field(
+        default=True, doc="Save a GIF and a PNG strip of the first rollout of each task."
+    )
+
+    # --- teamvla demo only: the dataset it records when none exists -----------------------
+    demo_episodes_per_task: int = field(default=100, ge=1, doc="Expert episodes recorded per task.")
+    demo_workers: int = field(default=2, ge=1, doc="Processes recording episodes in parallel.")
+
+    def validate(self) -> None:
+        """Cross-field checks."""
+        if not self.tasks:
+            raise ValueError("eval.tasks must name at least one task")
+
+
+# --------------------------------------------------------------------------- whole training config
+
+
+@dataclass
+class TrainConfig:
+    """Every validated section a training run uses (``run`` and ``dataset`` come from their owners)."""
+
+    run: RunConfig
+    dataset: DatasetConfig
+    model: ModelConfig
+    optim: OptimConfig
+    scheduler: SchedulerConfig
+    trainer: TrainerConfig
+    eval: EvalConfig
+    resolved: dict[str, Any]  # the resolved config as plain data (what checkpoints store)
+
+
+_SECTIONS: dict[str, type] = {
+    "run": RunConfig,
+    "dataset": DatasetConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "scheduler": SchedulerConfig,
+    "trainer": TrainerConfig,
+    "eval": EvalConfig,
+}
+
+
+def resolve_train_config(cfg: LoadedConfig | Mapping[str, Any] | TrainConfig) -> TrainConfig:
+    """Validate a loaded config file (or its plain mapping) and return the typed sections.
+
+    Every section present is validated through :func:`teamvla_schema.config.validate_config`
+    (so a config with e.g. a ``task:`` section is checked too); absent sections
+    take their defaults, except ``dataset``, which must name episode roots.
+    Raises :class:`teamvla_schema.config.ConfigError` naming file and key.
+    """
+    if isinstance(cfg, TrainConfig):
+        return cfg
+    loaded = (
+        cfg if isinstance(cfg, LoadedConfig) else LoadedConfig.from_mapping(cfg, source="<config>")
+    )
+    typed = dict(validate_config(loaded))
+    for name, cls in _SECTIONS.items():
+        if name not in typed:
+            typed[name] = from_dict(cls, {}, key=name, config=loaded)
+    resolved = resolved_data(loaded, typed)
+    for name in _SECTIONS:
+        resolved.setdefault(name, to_dict(typed[name]))
+    sections = {name: typed[name] for name in _SECTIONS}
+    ds = sections["dataset"]
+    model = sections["model"]
+    if ds.image_size is not None and min(ds.image_size) < model.image_size:  # type: ignore[attr-defined]
+        raise ConfigError(
+            f"model.image_size {model.image_size} exceeds the loader's image size {ds.image_size}",  # type: ignore[attr-defined]
+            key="model.image_size",
+            source=loaded.source_of("model.image_size"),
+        )
+    return TrainConfig(**sections, resolved=resolved)  # type: ignore[arg-type]
+
+
+__all__ = [
+    "EvalConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "SchedulerConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "resolve_train_config",
+]

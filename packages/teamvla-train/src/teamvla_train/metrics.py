@@ -1,0 +1,102 @@
+"""Run metrics: a JSONL file (one object per line), optional TensorBoard, and a reader.
+
+The JSONL file is an append-only log: each record is written with one
+``write`` call on a file opened in append mode. A resumed run appends after
+the records of the run it continues (records of steps after its checkpoint
+are written again); :func:`read_metrics` keeps the last record per
+``(split, step)`` and skips a line torn by a killed process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+class MetricsLogger:
+    """Append metric records to ``<run_dir>/metrics.jsonl`` (and TensorBoard when asked and installed)."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool = True, tensorboard: bool = False) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        self.enabled = enabled
+        self._tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A run killed mid-write may have left a torn last line: start on a fresh line.
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    self._append("\n")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.warning(
+                    "trainer.tensorboard is on but tensorboard is not installed; logging to JSONL only"
+                )
+            else:
+                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def _append(self, text: str) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record (plain numbers and strings)."""
+        if not self.enabled:
+            return
+        clean = {k: _clean(v) for k, v in record.items()}
+        self._append(json.dumps(clean, allow_nan=False) + "\n")
+        if self._tb is not None and "step" in record:
+            split = record.get("split", "train")
+            for k, v in record.items():
+                if (
+                    isinstance(v, int | float)
+                    and not isinstance(v, bool)
+                    and k not in ("step", "epoch")
+                ):
+                    self._tb.add_scalar(f"{split}/{k}", v, record["step"])
+
+    def close(self) -> None:
+        """Flush TensorBoard."""
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str | os.PathLike[str], split: str | None = "train") -> list[dict[str, Any]]:
+    """Records of ``split`` (None: all records with a step), last one per (split, step), by step."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn by a killed writer
+            if "step" not in rec or "split" not in rec:
+                continue
+            if split is None or rec["split"] == split:
+                latest[(rec["split"], rec["step"])] = rec
+    return [latest[k] for k in sorted(latest, key=lambda k: (k[1], k[0]))]

@@ -1,0 +1,248 @@
+"""Inference wrapper: a trained policy loaded from a checkpoint, raw observations in, raw actions out.
+
+::
+
+    policy = load_policy("runs/demo/checkpoints/multi/epoch_0004.ckpt")
+    out = policy.predict_chunk({
+        "rgb_a": rgb_a, "rgb_b": rgb_b,        # uint8 (B, To, H, W, 3)
+        "q_a": q_a, "q_b": q_b,                # float32 (B, To, N), RAW joint positions
+        "obs_is_pad": pad,                     # bool (B, To)
+        "instruction": ["lift the cube", ...], # list[str] (B)
+    })
+    out["action_a"]  # float32 (B, Ha, N) un-normalised joint targets
+    out["grip_a"]    # float32 (B, Ha) probability that the gripper is closed
+
+The checkpoint is read with :func:`teamvla_schema.load_checkpoint` (numpy,
+no pickle, no ``torch.load``); the model is rebuilt from the config recorded
+in it and the normalisation recorded with it is applied on the way in and
+undone on the way out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import torch
+import torch.nn.functional as F
+from teamvla_data.batch import (
+    ACTION_A,
+    ACTION_B,
+    GRIP_A,
+    GRIP_B,
+    INSTRUCTION,
+    OBS_IS_PAD,
+    Q_A,
+    Q_B,
+    RGB_A,
+    RGB_B,
+)
+from teamvla_schema import SchemaError, load_checkpoint
+from teamvla_schema.config import from_dict
+
+from teamvla_train.config import ModelConfig
+from teamvla_train.models import BimanualPolicy, make_model
+from teamvla_train.normalization import Affine
+
+#: Key of the policy description inside a checkpoint's ``extra`` section.
+POLICY_KEY = "policy"
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+
+
+def policy_spec(
+    model: BimanualPolicy, *, normalization: Affine, image_size: Sequence[int]
+) -> dict[str, Any]:
+    """Everything needed to rebuild ``model`` for inference (stored as ``extra.policy``)."""
+    from teamvla_schema.config import to_dict
+
+    return {
+        "model": to_dict(model.cfg),
+        "obs_history": int(model.obs_history),
+        "action_horizon": int(model.action_horizon),
+        "num_joints": int(model.num_joints),
+        "image_size": [int(s) for s in image_size],
+        "normalization": normalization.to_dict(),
+    }
+
+
+def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
+    """A tensor from a checkpoint array (bfloat16 included), copied so it owns its memory."""
+    arr = np.asarray(arr)
+    if arr.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.array(arr, copy=True))
+
+
+def state_dict_from_numpy(arrays: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Checkpoint ``model`` section to a torch state dict, without wrapper prefixes."""
+    out = {}
+    for name, value in arrays.items():
+        for prefix in _WRAPPER_PREFIXES:
+            while name.startswith(prefix):
+                name = name[len(prefix) :]
+        out[name] = numpy_to_torch(value)
+    return out
+
+
+@dataclass
+class Policy:
+    """A policy ready for batched closed-loop inference (see the module docstring)."""
+
+    model: BimanualPolicy
+    normalization: Affine
+    image_size: tuple[int, int]  # (H, W) of the images the model was trained on
+    device: torch.device
+    config: dict[str, Any] = field(default_factory=dict)  # resolved training config, when known
+    stats: dict[str, Any] | None = None  # the dataset statistics stored with the checkpoint
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.model.to(self.device).eval()
+
+    @property
+    def obs_history(self) -> int:
+        """Previous frames the policy wants with the current one (``To - 1``)."""
+        return self.model.obs_history
+
+    @property
+    def action_horizon(self) -> int:
+        """Steps per predicted chunk (``Ha``)."""
+        return self.model.action_horizon
+
+    @property
+    def num_joints(self) -> int:
+        """Joints per arm (``N``)."""
+        return self.model.num_joints
+
+    def _images(self, obs: Mapping[str, Any], key: str, batch: int) -> torch.Tensor:
+        arr = np.asarray(obs[key])
+        to = self.obs_history + 1
+        if (
+            arr.dtype != np.uint8
+            or arr.ndim != 5
+            or arr.shape[:2] != (batch, to)
+            or arr.shape[-1] != 3
+        ):
+            raise ValueError(
+                f"obs[{key!r}]: expected uint8 (B={batch}, To={to}, H, W, 3), "
+                f"received {arr.dtype} {tuple(arr.shape)}"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)  # (B, To, H, W, 3) uint8
+        if tuple(arr.shape[2:4]) != self.image_size:
+            # Match the loader's resize (bilinear) when the env renders at another size.
+            b, t, h, w, c = x.shape
+            flat = x.reshape(b * t, h, w, c).permute(0, 3, 1, 2).float()  # (B*To, 3, H, W)
+            flat = F.interpolate(flat, size=self.image_size, mode="bilinear", align_corners=False)
+            x = (
+                flat.permute(0, 2, 3, 1)
+                .reshape(b, t, *self.image_size, c)
+                .clamp_(0, 255)
+                .round_()
+                .to(torch.uint8)
+            )
+        return x
+
+    def _joints(self, obs: Mapping[str, Any], key: str, batch: int) -> torch.Tensor:
+        arr = np.asarray(obs[key], dtype=np.float32)
+        want = (batch, self.obs_history + 1, self.num_joints)
+        if arr.shape != want:
+            raise ValueError(f"obs[{key!r}]: expected float32 {want}, received {tuple(arr.shape)}")
+        return torch.from_numpy(self.normalization.normalize(key, arr)).to(self.device)
+
+    def predict_chunk(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Predict one action chunk per batch element from raw observations.
+
+        ``obs``: ``rgb_a``/``rgb_b`` uint8 ``(B, To, H, W, 3)``, ``q_a``/``q_b``
+        float32 ``(B, To, N)`` raw, ``obs_is_pad`` bool ``(B, To)``, ``instruction``
+        ``list[str]`` of length B. Returns ``action_a``/``action_b`` float32
+        ``(B, Ha, N)`` raw joint targets and ``grip_a``/``grip_b`` float32 ``(B, Ha)``
+        closed-gripper probabilities.
+        """
+        instructions = list(obs[INSTRUCTION])
+        b = len(instructions)
+        pad = np.asarray(obs[OBS_IS_PAD], dtype=bool)
+        if pad.shape != (b, self.obs_history + 1):
+            raise ValueError(
+                f"obs['obs_is_pad']: expected bool {(b, self.obs_history + 1)}, received {pad.shape}"
+            )
+        with torch.inference_mode():
+            batch = {
+                RGB_A: self._images(obs, RGB_A, b),
+                RGB_B: self._images(obs, RGB_B, b),
+                Q_A: self._joints(obs, Q_A, b),
+                Q_B: self._joints(obs, Q_B, b),
+                OBS_IS_PAD: torch.from_numpy(pad).to(self.device),
+                INSTRUCTION: instructions,
+            }
+            out = self.model.predict(batch)
+            result = {
+                ACTION_A: self.normalization.unnormalize(
+                    ACTION_A, out[ACTION_A].float().cpu().numpy()
+                ),
+                ACTION_B: self.normalization.unnormalize(
+                    ACTION_B, out[ACTION_B].float().cpu().numpy()
+                ),
+                GRIP_A: torch.sigmoid(out[GRIP_A].float()).cpu().numpy(),
+                GRIP_B: torch.sigmoid(out[GRIP_B].float()).cpu().numpy(),
+            }
+        return result
+
+
+def policy_from_checkpoint_dict(
+    ckpt: Mapping[str, Any], *, device: str | torch.device = "cpu", path: Path | None = None
+) -> Policy:
+    """Build a :class:`Policy` from an already loaded checkpoint dict."""
+    spec = (ckpt.get("extra") or {}).get(POLICY_KEY)
+    if not isinstance(spec, Mapping):
+        raise SchemaError(
+            "checkpoint has no 'extra.policy' section: not written by the teamvla-train trainer",
+            path=path,
+        )
+    try:
+        model_cfg = from_dict(
+            ModelConfig, spec["model"], key="model", source=str(path) if path else None
+        )
+        model = make_model(
+            model_cfg,
+            obs_history=int(spec["obs_history"]),
+            action_horizon=int(spec["action_horizon"]),
+        )
+        normalization = Affine.from_dict(spec["normalization"])
+        image_size = tuple(int(s) for s in spec["image_size"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SchemaError(
+            f"bad policy description in the checkpoint: {exc}", path=path, field="extra.policy"
+        ) from None
+    state = state_dict_from_numpy(ckpt["model"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise SchemaError(
+            f"weights do not fit the recorded model config: {exc}", path=path, field="model"
+        ) from None
+    return Policy(
+        model=model,
+        normalization=normalization,
+        image_size=(image_size[0], image_size[1]),
+        device=torch.device(device),
+        config=dict(ckpt.get("config") or {}),
+        stats=ckpt.get("stats"),
+        path=path,
+    )
+
+
+def load_policy(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Policy:
+    """Load a trainer checkpoint (or a run directory's ``latest`` pointer) as a :class:`Policy`.
+
+    ``path`` may be a ``.ckpt`` file, a ``latest`` pointer file, or a run
+    directory / checkpoint directory holding one.
+    """
+    from teamvla_train.checkpointing import resolve_checkpoint
+
+    ckpt_path = resolve_checkpoint(path)
+    return policy_from_checkpoint_dict(load_checkpoint(ckpt_path), device=device, path=ckpt_path)
