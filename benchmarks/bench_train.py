@@ -57,8 +57,9 @@ def time_steps(cfg: TrainConfig, batches, steps: int, warmup: int) -> dict[str, 
     opt = build_optimizer(model, cfg.optim)
     sched = build_scheduler(opt, cfg.scheduler, total_steps=warmup + steps)
     device = torch.device("cpu")
-    data_t, comp_t = [], []
+    data_t, comp_t, cpu_t = [], [], []
     for i in range(warmup + steps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         batch = next(batches)
         t1 = time.perf_counter()
@@ -68,6 +69,7 @@ def time_steps(cfg: TrainConfig, batches, steps: int, warmup: int) -> dict[str, 
         if i >= warmup:
             data_t.append(t1 - t0)
             comp_t.append(t2 - t1)
+            cpu_t.append(time.process_time() - c0)
     step = statistics.median(d + c for d, c in zip(data_t, comp_t, strict=True))
     return {
         "ms_step": 1000 * step,
@@ -75,6 +77,9 @@ def time_steps(cfg: TrainConfig, batches, steps: int, warmup: int) -> dict[str, 
         "samples_s": cfg.dataset.batch_size / step,
         "data_ms": 1000 * statistics.median(data_t),
         "data_frac": sum(data_t) / (sum(data_t) + sum(comp_t)),
+        # CPU seconds (all threads) per step: unlike wall time, barely inflated by other
+        # processes sharing the cores, so rows stay comparable on a busy machine.
+        "cpu_ms": 1000 * statistics.median(cpu_t),
         "params": sum(p.numel() for p in model.parameters()),
     }
 
@@ -169,12 +174,17 @@ def main() -> None:
             parts = split_step(cfg, fixed, max(2, steps // 4))
             rows.append((name, syn, real, parts))
 
-        print(f"{'model':<13} {'params':>9} | {'synthetic: steps/s':>18} {'samples/s':>9} {'ms/step':>8} | "
-              f"{'dataloader: steps/s':>19} {'samples/s':>9} {'ms/step':>8} {'data ms':>8} {'data %':>7}")  # fmt: skip
+        loadavg = os.getloadavg()[0]
+        print(
+            f"load average {loadavg:.1f} on {os.cpu_count()} cores"
+            + ("  (busy machine: trust the CPU-ms columns)" if loadavg > threads + 0.5 else "")
+        )
+        print(f"{'model':<13} {'params':>9} | {'synthetic: steps/s':>18} {'samples/s':>9} {'ms/step':>8} {'cpu ms':>7} | "
+              f"{'dataloader: steps/s':>19} {'samples/s':>9} {'ms/step':>8} {'cpu ms':>7} {'data ms':>8} {'data %':>7}")  # fmt: skip
         for name, syn, real, _ in rows:
             print(f"{name:<13} {syn['params']:>9,} | {syn['steps_s']:>18.2f} {syn['samples_s']:>9.1f} "
-                  f"{syn['ms_step']:>8.1f} | {real['steps_s']:>19.2f} {real['samples_s']:>9.1f} "
-                  f"{real['ms_step']:>8.1f} {real['data_ms']:>8.1f} {100 * real['data_frac']:>6.1f}%")  # fmt: skip
+                  f"{syn['ms_step']:>8.1f} {syn['cpu_ms']:>7.0f} | {real['steps_s']:>19.2f} {real['samples_s']:>9.1f} "
+                  f"{real['ms_step']:>8.1f} {real['cpu_ms']:>7.0f} {real['data_ms']:>8.1f} {100 * real['data_frac']:>6.1f}%")  # fmt: skip
         print("\none step split (ms, synthetic batch):")
         print(f"{'model':<13} {'vision':>8} {'fwd rest':>8} {'backward':>8} {'optim':>8}")
         for name, _, _, parts in rows:

@@ -15,9 +15,11 @@ from teamvla_schema.cli import main
 
 
 @pytest.mark.slow
-def test_demo_quick_end_to_end(tmp_path, capsys):
+def test_demo_quick_end_to_end(tmp_path, capsys, monkeypatch):
+    # From a directory without configs/: the demo uses the config shipped in the package.
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--quick", "--out", "demo", "--no-progress"]) == 0
     printed = capsys.readouterr().out
 
     results = json.loads((out / "results.json").read_text())

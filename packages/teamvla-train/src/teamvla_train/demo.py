@@ -218,7 +218,7 @@ def run_demo(
         progress,
     )
     policy = load_policy(result.last_checkpoint, device=device or cfg.run.device)
-    evaluation = {"checkpoint": str(result.last_checkpoint)}
+    evaluation: dict[str, Any] = {"checkpoint": str(result.last_checkpoint)}
     evaluation.update(
         evaluate_policy(
             policy,
@@ -234,7 +234,7 @@ def run_demo(
     t3 = time.perf_counter()
 
     closed = evaluation["closed_loop"]
-    results = {
+    results: dict[str, Any] = {
         "model": cfg.model.name,
         "quick": quick,
         "success_rate": {t: c["success_rate"] for t, c in closed.items()},

@@ -239,7 +239,7 @@ def offline_action_error(
         tasks=cfg.tasks,
         success_only=cfg.success_only,
         max_episodes_per_task=cfg.max_episodes_per_task,
-        split=split,  # type: ignore[arg-type]
+        split=split,
         val_fraction=cfg.val_fraction,
         split_seed=cfg.split_seed,
         obs_history=policy.obs_history,
@@ -549,7 +549,7 @@ def run_eval_command(
         pic_dir = None
         if pictures:
             pic_dir = out_dir / (f"pictures_{i + 1}" if len(paths) > 1 else "pictures")
-        res = {"checkpoint": str(path)}
+        res: dict[str, Any] = {"checkpoint": str(path)}
         res.update(
             evaluate_policy(
                 policy,
