@@ -19,7 +19,11 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "safetenso
 
 # package -> (local paths to install, import smoke test, test folder)
 PACKAGES = {
-    "schema": (["packages/teamvla-schema"], "import teamvla_schema, teamvla_schema.cli", "tests/schema"),
+    "schema": (
+        ["packages/teamvla-schema"],
+        "import teamvla_schema, teamvla_schema.cli",
+        "tests/schema",
+    ),
     "data": (
         ["packages/teamvla-schema", "packages/teamvla-data[torch]"],
         "import teamvla_data, teamvla_data.cli",
@@ -69,14 +73,20 @@ def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", "packages", "tests", "benchmarks", "scripts", "noxfile.py")
-    session.run("ruff", "format", "--check", "packages", "tests", "benchmarks", "scripts", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "packages", "tests", "benchmarks", "scripts", "noxfile.py"
+    )
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy over every package's sources."""
     session.install(
-        "packages/teamvla-schema", "packages/teamvla-data[torch]", "packages/teamvla-train", "mypy>=1.10", "types-PyYAML"
+        "packages/teamvla-schema",
+        "packages/teamvla-data[torch]",
+        "packages/teamvla-train",
+        "mypy>=1.10",
+        "types-PyYAML",
     )
     session.run(
         "mypy",
@@ -121,6 +131,9 @@ def wheel(session: nox.Session) -> None:
 def all_(session: nox.Session) -> None:
     """The whole suite with every package installed together."""
     session.install(
-        "packages/teamvla-schema", "packages/teamvla-data[torch]", "packages/teamvla-train", *TEST_DEPS
+        "packages/teamvla-schema",
+        "packages/teamvla-data[torch]",
+        "packages/teamvla-train",
+        *TEST_DEPS,
     )
     session.run("pytest", *session.posargs)

@@ -2,7 +2,6 @@
 
 # teamvla_schema.config.field is a dataclass field factory (ruff cannot tell without
 # lint.flake8-bugbear.extend-immutable-calls in the root pyproject).
-# ruff: noqa: RUF009
 
 from __future__ import annotations
 

@@ -80,7 +80,9 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
             os.unlink(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True
+) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path, overwrite=overwrite) as fh:
         fh.write(data)

@@ -116,7 +116,9 @@ class _Encoder:
             if arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("<"))
             if arr.dtype not in _CODES:
-                raise SchemaError(f"tensor dtype {arr.dtype} cannot be stored in a checkpoint", field=path)
+                raise SchemaError(
+                    f"tensor dtype {arr.dtype} cannot be stored in a checkpoint", field=path
+                )
             name, n = path, 1
             while name in self.tensors:
                 n += 1
@@ -136,7 +138,9 @@ class _Encoder:
             items = []
             for k, v in obj.items():
                 if not (k is None or isinstance(k, bool | int | str | float)):
-                    raise SchemaError(f"dict key {k!r} of type {type(k).__name__} cannot be stored", field=path)
+                    raise SchemaError(
+                        f"dict key {k!r} of type {type(k).__name__} cannot be stored", field=path
+                    )
                 items.append([self.encode(k, path), self.encode(v, f"{path}/{k}")])
             return {"__dict__": items}
         raise SchemaError(
@@ -196,7 +200,9 @@ def save_checkpoint(
         "stats": stats,
         "extra": extra,
     }
-    structure = {name: encoder.encode(value, name) for name, value in sections.items() if value is not None}
+    structure = {
+        name: encoder.encode(value, name) for name, value in sections.items() if value is not None
+    }
     header: dict[str, Any] = {
         "__metadata__": {
             "format": CHECKPOINT_FORMAT,
@@ -283,7 +289,9 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
             "'__metadata__' must be a JSON object of strings (safetensors)", path=path
         )
     if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise SchemaError(f"not a TeamVLA checkpoint (metadata format {metadata.get('format')!r})", path=path)
+        raise SchemaError(
+            f"not a TeamVLA checkpoint (metadata format {metadata.get('format')!r})", path=path
+        )
     try:
         version = int(metadata.get("format_version", "0"))
     except ValueError:

@@ -53,7 +53,9 @@ def _inspect_checkpoint(path: Path) -> None:
     from teamvla_schema.checkpoint import read_checkpoint_info
 
     info = read_checkpoint_info(path)
-    print(f"checkpoint {path}  ({_human_bytes(info.file_size)}, format {info.metadata.get('format_version')})")
+    print(
+        f"checkpoint {path}  ({_human_bytes(info.file_size)}, format {info.metadata.get('format_version')})"
+    )
     sections: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for name, entry in info.tensors.items():
         sections.setdefault(name.split("/", 1)[0], []).append((name, entry))
@@ -119,11 +121,17 @@ def register_commands(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``teamvla`` parser with every installed package's subcommands."""
-    parser = argparse.ArgumentParser(prog="teamvla", description="TeamVLA: bimanual VLA data and training stack.")
-    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ...)")
+    parser = argparse.ArgumentParser(
+        prog="teamvla", description="TeamVLA: bimanual VLA data and training stack."
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ...)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     seen = set()
-    for ep in sorted(entry_points(group="teamvla.commands"), key=lambda e: (e.name != "schema", e.name)):
+    for ep in sorted(
+        entry_points(group="teamvla.commands"), key=lambda e: (e.name != "schema", e.name)
+    ):
         if ep.name in seen:
             continue
         seen.add(ep.name)
@@ -140,7 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``teamvla`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=str(args.log_level).upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=str(args.log_level).upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -55,7 +55,9 @@ class FieldSpec:
         return f"{self.dtype}[{dims}]" if self.shape else f"{self.dtype} scalar"
 
 
-def _spec(name: str, kind: Kind, dtype: str | None, shape: Shape, description: str, **kw: Any) -> FieldSpec:
+def _spec(
+    name: str, kind: Kind, dtype: str | None, shape: Shape, description: str, **kw: Any
+) -> FieldSpec:
     return FieldSpec(name, kind, dtype, shape, description, **kw)
 
 
@@ -66,8 +68,20 @@ REQUIRED_FIELDS: dict[str, FieldSpec] = {
         _spec("rgb_b", "array", "uint8", ("H", "W", 3), "RGB image from the camera of arm B."),
         _spec("q_a", "array", "float32", ("N",), "Joint positions of arm A (radians)."),
         _spec("q_b", "array", "float32", ("N",), "Joint positions of arm B (radians)."),
-        _spec("action_a", "array", "float32", ("N",), "Joint-position target commanded for arm A at this step."),
-        _spec("action_b", "array", "float32", ("N",), "Joint-position target commanded for arm B at this step."),
+        _spec(
+            "action_a",
+            "array",
+            "float32",
+            ("N",),
+            "Joint-position target commanded for arm A at this step.",
+        ),
+        _spec(
+            "action_b",
+            "array",
+            "float32",
+            ("N",),
+            "Joint-position target commanded for arm B at this step.",
+        ),
         _spec("grip_a", "array", "float32", (), "Gripper command of arm A, 0 = open, 1 = closed."),
         _spec("grip_b", "array", "float32", (), "Gripper command of arm B, 0 = open, 1 = closed."),
         _spec("instruction", "str", None, (), "Natural-language instruction for the episode."),
@@ -79,10 +93,36 @@ REQUIRED_FIELDS: dict[str, FieldSpec] = {
 OPTIONAL_FIELDS: dict[str, FieldSpec] = {
     s.name: s
     for s in (
-        _spec("depth_a", "array", "float32", ("H", "W"), "Depth map of camera A in metres; NaN where there is no return.", allow_nonfinite=True),
-        _spec("depth_b", "array", "float32", ("H", "W"), "Depth map of camera B in metres; NaN where there is no return.", allow_nonfinite=True),
-        _spec("phase", "str", None, (), "Phase label of a scripted or annotated episode (e.g. 'approach', 'grasp')."),
-        _spec("timestamp", "array", "float64", (), "Time of the observation in seconds since the episode started."),
+        _spec(
+            "depth_a",
+            "array",
+            "float32",
+            ("H", "W"),
+            "Depth map of camera A in metres; NaN where there is no return.",
+            allow_nonfinite=True,
+        ),
+        _spec(
+            "depth_b",
+            "array",
+            "float32",
+            ("H", "W"),
+            "Depth map of camera B in metres; NaN where there is no return.",
+            allow_nonfinite=True,
+        ),
+        _spec(
+            "phase",
+            "str",
+            None,
+            (),
+            "Phase label of a scripted or annotated episode (e.g. 'approach', 'grasp').",
+        ),
+        _spec(
+            "timestamp",
+            "array",
+            "float64",
+            (),
+            "Time of the observation in seconds since the episode started.",
+        ),
     )
 }
 
@@ -126,7 +166,9 @@ def _describe_value(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
-def _lossless_cast(arr: np.ndarray, dtype: np.dtype, field: str, step: int | None, expected: str) -> np.ndarray:
+def _lossless_cast(
+    arr: np.ndarray, dtype: np.dtype, field: str, step: int | None, expected: str
+) -> np.ndarray:
     if arr.dtype == dtype:
         return arr
     if arr.dtype.kind not in "biuf":
@@ -165,16 +207,22 @@ def _normalise_known(spec: FieldSpec, value: Any, step: int | None) -> Any:
     assert spec.dtype is not None
     dtype = np.dtype(spec.dtype)
     expected = spec.describe()
-    if isinstance(value, bool | np.bool_) or (isinstance(value, np.ndarray) and value.dtype == np.bool_):
+    if isinstance(value, bool | np.bool_) or (
+        isinstance(value, np.ndarray) and value.dtype == np.bool_
+    ):
         raise _fail(f"expected {expected}, received {_describe_value(value)}", name, step)
     if isinstance(value, str | bytes) or value is None or isinstance(value, Mapping):
         raise _fail(f"expected {expected}, received {_describe_value(value)}", name, step)
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
-        raise _fail(f"expected {expected}, received a value numpy cannot read: {exc}", name, step) from None
+        raise _fail(
+            f"expected {expected}, received a value numpy cannot read: {exc}", name, step
+        ) from None
     if arr.dtype == object:
-        raise _fail(f"expected {expected}, received an object array (ragged or mixed values)", name, step)
+        raise _fail(
+            f"expected {expected}, received an object array (ragged or mixed values)", name, step
+        )
     if arr.ndim != len(spec.shape) or any(
         isinstance(d, int) and d != s for d, s in zip(spec.shape, arr.shape, strict=False)
     ):
@@ -221,7 +269,9 @@ def _normalise_extra(name: str, value: Any, step: int | None) -> Any:
         return _check_finite_extra(arr, name, step)
     if isinstance(value, np.ndarray):
         if value.dtype.kind in _EXTRA_KINDS and not value.dtype.isnative:
-            value = value.astype(value.dtype.newbyteorder("="))  # byte order is not part of the value
+            value = value.astype(
+                value.dtype.newbyteorder("=")
+            )  # byte order is not part of the value
         if value.dtype not in _EXTRA_DTYPES:
             raise _fail(
                 f"extra field must be a number, bool, str or bool/int/float array "
@@ -286,7 +336,9 @@ def validate_step(
             )
         spec = KNOWN_FIELDS.get(name)
         out[name] = (
-            _normalise_known(spec, value, step_index) if spec else _normalise_extra(name, value, step_index)
+            _normalise_known(spec, value, step_index)
+            if spec
+            else _normalise_extra(name, value, step_index)
         )
     _check_symbolic_dims(out, step_index)
     if layout is not None:
@@ -347,7 +399,11 @@ def _validate_against_layout(
             continue
         # Python numbers, lists, conversions, errors: the full normalisation of this field.
         spec = KNOWN_FIELDS.get(name)
-        clean = _normalise_known(spec, value, step_index) if spec else _normalise_extra(name, value, step_index)
+        clean = (
+            _normalise_known(spec, value, step_index)
+            if spec
+            else _normalise_extra(name, value, step_index)
+        )
         if layout_of(clean) != ref:
             return None
         out[name] = clean

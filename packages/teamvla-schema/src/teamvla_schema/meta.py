@@ -66,7 +66,8 @@ def validate_episode_meta(meta: Any, *, require_id: bool = True) -> EpisodeMeta:
     task = meta.get("task")
     if not isinstance(task, str) or not SLUG_RE.fullmatch(task):
         raise SchemaError(
-            f"expected a task slug (lower-case letters, digits, '_' or '-'), received {task!r}", field="task"
+            f"expected a task slug (lower-case letters, digits, '_' or '-'), received {task!r}",
+            field="task",
         )
     episode_id = meta.get("episode_id", None if require_id else "")
     if not isinstance(episode_id, str) or (

@@ -177,7 +177,7 @@ class TaskConfig:
         default="lift", doc="Task: lift, handoff or drawer."
     )
     # field() only attaches metadata here; the default (None) is immutable.
-    instructions: list[str] | None = field(  # noqa: RUF009
+    instructions: list[str] | None = field(
         default=None,
         doc="Instruction templates with a {color} placeholder; null = the task's built-in paraphrases.",
     )
