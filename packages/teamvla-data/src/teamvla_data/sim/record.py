@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -158,6 +161,57 @@ def _record_job(job: tuple[str, int]) -> tuple[str, str, int, bool, int]:
     return str(res.path), task, res.seed, res.success, res.num_steps
 
 
+UNGUARDED_MAIN_HINT = (
+    "worker processes of generate_dataset(workers > 1) could not start: when it is called from "
+    'a script, put the call under `if __name__ == "__main__":` (spawned workers re-import '
+    "the script), or pass workers=1"
+)
+
+
+def _guard_bootstrapping_child() -> None:
+    # A spawned worker re-imports the caller's script as __mp_main__; an unguarded call there
+    # would try to start a pool from inside a worker. Fail that worker at once (the parent then
+    # reports the missing guard) instead of letting multiprocessing restart it for ever.
+    if mp.parent_process() is not None and getattr(mp.current_process(), "_inheriting", False):
+        raise RuntimeError(UNGUARDED_MAIN_HINT)
+
+
+def _record_in_processes(
+    jobs: Sequence[tuple[str, int]],
+    workers: int,
+    cfg_dicts: dict[str, dict[str, Any]],
+    root: str,
+    seed: int,
+    overwrite: bool,
+) -> Iterator[str]:
+    """Record ``jobs`` in ``workers`` spawned processes; yield each episode's path in job order.
+
+    A ``ProcessPoolExecutor`` rather than ``multiprocessing.Pool``: when a worker
+    dies (killed, out of memory, failing on import) the executor breaks and the
+    failure surfaces here, where a ``Pool`` would silently start a new worker and
+    wait for the lost job for ever.
+    """
+    ctx = mp.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(root, cfg_dicts, seed, overwrite),
+        ) as pool:
+            for out in pool.map(_record_job, jobs):
+                yield out[0]
+    except BrokenProcessPool as exc:
+        main = sys.modules.get("__main__")
+        unguarded = getattr(main, "__file__", None) is not None and not getattr(
+            main, "__spec__", None
+        )
+        hint = f"; {UNGUARDED_MAIN_HINT}" if unguarded else ""
+        raise RuntimeError(
+            f"a worker process of generate_dataset died before finishing its episodes ({exc}){hint}"
+        ) from None
+
+
 def generate_dataset(
     root: str | os.PathLike[str],
     tasks: Sequence[str] = TASKS,
@@ -181,6 +235,7 @@ def generate_dataset(
     """
     from tqdm import tqdm
 
+    _guard_bootstrapping_child()
     tasks = list(dict.fromkeys(tasks))
     for t in tasks:
         if t not in TASKS:
@@ -215,13 +270,9 @@ def generate_dataset(
             finally:
                 _WORKER.clear()
         else:
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(
-                workers, initializer=_init_worker, initargs=(str(root), cfg_dicts, seed, overwrite)
-            ) as pool:
-                for job, out in zip(jobs, pool.imap(_record_job, jobs, chunksize=1), strict=True):
-                    results[job] = out[0]
-                    bar.update()
+            for job, path in zip(jobs, _record_in_processes(jobs, workers, cfg_dicts, str(root), seed, overwrite), strict=True):  # fmt: skip
+                results[job] = path
+                bar.update()
     elapsed = time.perf_counter() - start
     if progress and jobs:
         tqdm.write(
