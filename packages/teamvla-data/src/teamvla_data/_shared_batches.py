@@ -146,7 +146,7 @@ class SlotDataset(MultiTaskDataset):
 
     # ------------------------------------------------------------------ worker side
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
         batch = super().__getitems__(indices)
         info = torch.utils.data.get_worker_info()
         if info is None or self.slots is None:  # loading in the main process: nothing to hand over

@@ -248,6 +248,10 @@ class MultiTaskDataset:
         """Task number (index into :attr:`tasks`) of every sample, int64 (len(self),)."""
         return np.repeat(self._ep_task, self._ep_len)
 
+    def field_shape(self, name: str) -> tuple[int, ...]:
+        """Per-step shape of the stored field ``name`` (e.g. ``(H, W, 3)`` for ``rgb_a``, ``(N,)`` for ``q_a``)."""
+        return tuple(int(d) for d in self.store.column(name).shape[1:])
+
     def locate(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(episode_index, frame_index) of dataset indices."""
         idx = np.asarray(indices, np.int64).reshape(-1)
@@ -263,7 +267,7 @@ class MultiTaskDataset:
         batch = self.__getitems__([int(i)])
         return {k: v[0] for k, v in batch.items()}
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
         """The batch of samples ``indices`` (numpy arrays; see :mod:`teamvla_data.batch`)."""
         epoch = getattr(indices, "epoch", self.epoch)
         ep, t = self.locate(indices)

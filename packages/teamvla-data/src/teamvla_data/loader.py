@@ -54,8 +54,9 @@ class TeamDataLoader(DataLoader):
     * ``state_dict()`` / ``load_state_dict()``: JSON-able ints; a restored loader
       yields exactly the batches the interrupted run had not consumed yet.
     * ``stats``: the :class:`NormalizationStats` applied (or None).
-    * ``dataset``: the :class:`MultiTaskDataset` (with workers, a shallow copy
-      that hands batches over through shared-memory slots).
+    * ``multitask``: the :class:`MultiTaskDataset` behind the loader; ``dataset`` is
+      that dataset, or with workers a shallow copy that hands batches over
+      through shared-memory slots.
     * ``pin_batches``: batches are built in page-locked memory (``pin_memory=True``
       with CUDA available). torch's own pinning thread is not used (it would
       copy every batch once more), so ``loader.pin_memory`` reads False.
@@ -72,6 +73,9 @@ class TeamDataLoader(DataLoader):
             source = SlotDataset.wrap(dataset, workers, slots, batch_sampler.batch_size)
         super().__init__(source, batch_sampler=batch_sampler, collate_fn=_identity, **kwargs)
         self.epoch_sampler = batch_sampler
+        # torch types ``dataset`` as a plain Dataset (and with workers it is a wrapper): this is
+        # the typed MultiTaskDataset itself.
+        self.multitask: MultiTaskDataset = dataset
         self.stats: NormalizationStats | None = dataset.stats
         self._source = source if workers > 0 else None
 

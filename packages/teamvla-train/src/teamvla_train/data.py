@@ -125,7 +125,7 @@ def build_train_data(
     train_loader = make_dataloader(
         ds_cfg, "train", rank=dist_info.rank, world_size=dist_info.world_size
     )
-    train_ds = train_loader.dataset
+    train_ds = train_loader.multitask
     stats = train_loader.stats
     if len(train_loader.epoch_sampler) == 0:
         raise SchemaError(
@@ -137,13 +137,12 @@ def build_train_data(
         val_loader = make_dataloader(
             ds_cfg, "val", stats=stats, rank=dist_info.rank, world_size=dist_info.world_size
         )
-    rgb = train_ds.store.column(keys.RGB_A)
     image_size = (
         tuple(ds_cfg.image_size)
         if ds_cfg.image_size is not None
-        else tuple(int(s) for s in rgb.shape[1:3])
+        else train_ds.field_shape(keys.RGB_A)[:2]  # (H, W) of (H, W, 3)
     )
-    num_joints = int(train_ds.store.column(keys.Q_A).shape[-1])
+    num_joints = train_ds.field_shape(keys.Q_A)[-1]
     if num_joints != cfg.model.num_joints:
         raise SchemaError(
             f"the dataset has {num_joints} joints per arm but model.num_joints is {cfg.model.num_joints}",

@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from teamvla_schema.atomic import atomic_write_text
@@ -219,7 +219,7 @@ def offline_action_error(
     policy: Any,
     dataset_cfg: Mapping[str, Any] | Any,
     *,
-    split: str = "val",
+    split: Literal["train", "val", "all"] = "val",
     max_batches: int = 0,
     batch_size: int = 64,
 ) -> dict[str, Any]:

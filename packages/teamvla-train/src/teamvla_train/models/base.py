@@ -48,6 +48,12 @@ class BimanualPolicy(nn.Module):
     (images may be uint8 or float in [0, 1]).
     """
 
+    # Normalisation buffers (registered in __init__), (2, N) each.
+    q_offset: torch.Tensor
+    q_scale: torch.Tensor
+    action_offset: torch.Tensor
+    action_scale: torch.Tensor
+
     def __init__(self, cfg: ModelConfig, *, obs_history: int, action_horizon: int) -> None:
         super().__init__()
         if obs_history < 0 or action_horizon < 1:
