@@ -205,3 +205,36 @@ def test_offline_error_is_zero_for_a_replay_policy(checkpoints):
     assert out["joint_mse"] == 0.0 and out["joint_l1"] == 0.0 and out["grip_accuracy"] == 1.0
     real = offline_action_error(policy, cfg)
     assert real["joint_mse"] > 0
+
+
+def test_predict_chunk_takes_a_plain_environment_observation(checkpoints):
+    from teamvla_data.sim import BimanualEnv, WorldConfig
+    from teamvla_train.policy import load_policy
+
+    policy = load_policy(checkpoints["msg_passing"])
+    env = BimanualEnv(WorldConfig(image_size=16))
+    obs = env.reset("lift", 5)
+    out = policy.predict_chunk(obs)  # one env, one step, no obs_is_pad
+    ha, n = policy.action_horizon, policy.num_joints
+    assert out["action_a"].shape == (1, ha, n) and out["grip_b"].shape == (1, ha)
+
+    # Equal to the explicit window: the current frame repeated, earlier frames marked as padding.
+    to = policy.obs_history + 1
+    window = {k: np.repeat(np.asarray(obs[k])[None, None], to, axis=1) for k in ("rgb_a", "rgb_b", "q_a", "q_b")}  # fmt: skip
+    window["instruction"] = [obs["instruction"]]
+    window["obs_is_pad"] = np.array([[True] * (to - 1) + [False]])
+    explicit = policy.predict_chunk(window)
+    for key in out:
+        np.testing.assert_array_equal(out[key], explicit[key])
+
+    # A batch of B env observations without a time axis.
+    batched = {k: np.stack([np.asarray(obs[k])] * 2) for k in ("rgb_a", "rgb_b", "q_a", "q_b")}
+    batched["instruction"] = [obs["instruction"]] * 2
+    assert policy.predict_chunk(batched)["action_b"].shape == (2, ha, n)
+
+    # A window without its pad mask, or a missing field, says what is missing.
+    window.pop("obs_is_pad")
+    with pytest.raises(KeyError, match="obs_is_pad"):
+        policy.predict_chunk(window)
+    with pytest.raises(KeyError, match="rgb_b"):
+        policy.predict_chunk({k: v for k, v in obs.items() if k != "rgb_b"})

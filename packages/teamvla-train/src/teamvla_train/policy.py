@@ -154,6 +154,40 @@ class Policy:
             raise ValueError(f"obs[{key!r}]: expected float32 {want}, received {tuple(arr.shape)}")
         return torch.from_numpy(self.normalization.normalize(key, arr)).to(self.device)
 
+    def _as_window(self, obs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``obs`` as a batch of observation windows (see :meth:`predict_chunk`)."""
+        missing = [k for k in (RGB_A, RGB_B, Q_A, Q_B, INSTRUCTION) if k not in obs]
+        if missing:
+            raise KeyError(
+                f"observation lacks {missing}: predict_chunk needs rgb_a, rgb_b, q_a, q_b and "
+                "instruction (what the environment returns), plus obs_is_pad for a window of To frames"
+            )
+        if OBS_IS_PAD in obs:
+            return obs
+        single = isinstance(obs[INSTRUCTION], str)
+        rgb_ndim = np.ndim(obs[RGB_A]) + (1 if single else 0)  # with a batch axis
+        if rgb_ndim == 5:
+            raise KeyError(
+                "observation windows (B, To, H, W, 3) need obs['obs_is_pad'], bool (B, To): "
+                "True for frames before the episode start"
+            )
+        if rgb_ndim != 4:
+            raise ValueError(
+                f"obs['rgb_a']: expected (H, W, 3) for one environment or (B, H, W, 3) for B, "
+                f"received shape {np.shape(obs[RGB_A])}"
+            )
+        to = self.obs_history + 1
+        out: dict[str, Any] = {}
+        for key in (RGB_A, RGB_B, Q_A, Q_B):
+            arr = np.asarray(obs[key])
+            if single:
+                arr = arr[None]  # (1, ...)
+            out[key] = np.repeat(arr[:, None], to, axis=1)  # (B, To, ...)
+        out[INSTRUCTION] = [obs[INSTRUCTION]] if single else list(obs[INSTRUCTION])
+        b = len(out[INSTRUCTION])
+        out[OBS_IS_PAD] = np.tile(np.arange(to) < to - 1, (b, 1))  # (B, To): all but the last
+        return out
+
     def predict_chunk(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Predict one action chunk per batch element from raw observations.
 
@@ -162,7 +196,16 @@ class Policy:
         ``list[str]`` of length B. Returns ``action_a``/``action_b`` float32
         ``(B, Ha, N)`` raw joint targets and ``grip_a``/``grip_b`` float32 ``(B, Ha)``
         closed-gripper probabilities.
+
+        A plain environment observation is accepted too: one step of one
+        environment (``rgb_a`` ``(H, W, 3)``, ``q_a`` ``(N,)``, ``instruction`` a
+        ``str``) or one step of B environments (``(B, H, W, 3)``, ``(B, N)``, B
+        instructions), without ``obs_is_pad``. It is then the first frame of an
+        episode: repeated over the window and marked as padding, as the
+        dataloader pads a window that reaches before the episode start. To
+        carry the real history between steps, pass the window yourself.
         """
+        obs = self._as_window(obs)
         instructions = list(obs[INSTRUCTION])
         b = len(instructions)
         pad = np.asarray(obs[OBS_IS_PAD], dtype=bool)
