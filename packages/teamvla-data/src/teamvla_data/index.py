@@ -7,6 +7,7 @@ split depend only on each episode's ``(task, episode_id)`` and ``split_seed``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import logging
@@ -176,9 +177,11 @@ def select_episodes(
     if tasks is not None:
         unknown = sorted(set(tasks) - set(index.tasks))
         if unknown:
+            close = [difflib.get_close_matches(t, index.tasks, n=1, cutoff=0.6) for t in unknown]
+            hint = "; ".join(f"did you mean {c[0]!r} for {t!r}?" for t, c in zip(unknown, close, strict=True) if c)  # fmt: skip
             raise SchemaError(
                 f"task(s) {unknown} have no episodes under {[str(r) for r in index.roots]}; "
-                f"tasks found: {index.tasks}"
+                f"tasks found: {index.tasks}" + (f"; {hint}" if hint else "")
             )
         wanted = set(tasks)
         records = [r for r in records if r.task in wanted]

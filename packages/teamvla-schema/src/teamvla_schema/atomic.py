@@ -8,6 +8,7 @@ one, never a truncated file. Temporary files start with ``.`` and end with
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -46,6 +47,8 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     so two writers racing for one name cannot clobber each other.
     """
     target = Path(path)
+    if target.is_dir():  # checked first so the error names the target, not the temporary file
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file path", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and target.exists():
         raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")

@@ -9,13 +9,15 @@ heavy imports belong inside the command functions.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import distributions, entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from teamvla_schema.errors import SchemaError
 
@@ -76,7 +78,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """Summarise an episode file or a checkpoint."""
     path = Path(args.path)
     if not path.is_file():
-        raise SchemaError("no such file", path=path)
+        what = "is a directory, expected a file" if path.is_dir() else "no such file"
+        raise SchemaError(what if path.exists() or path.is_dir() else "no such file", path=path)
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic == b"PK\x03\x04" and path.suffix == ".npz":
@@ -119,13 +122,63 @@ def register_commands(sub: argparse._SubParsersAction) -> None:
     register_config_command(sub)
 
 
+# `section.key=value`: a dotted config override (also accepted as `--section.key=value`).
+_OVERRIDE = re.compile(r"[A-Za-z_][\w\-]*(\.[\w\-]+)*=.*", re.DOTALL)
+_DASHED_OVERRIDE = re.compile(r"--([A-Za-z_][\w\-]*(\.[\w\-]+)+=.*)", re.DOTALL)
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
+def _closest_hint(message: str) -> str:
+    """`` (did you mean 'lift'?)`` for an argparse "invalid choice" message, else ''."""
+    m = _INVALID_CHOICE.search(message)
+    if not m:
+        return ""
+    choices = [c.strip().strip("'") for c in m.group(2).split(",")]
+    close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``teamvla train: error: ...`` and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}{_closest_hint(message)}\n")
+
+
+class _VersionAction(argparse.Action):
+    """``teamvla --version``: every installed teamvla package and its version, one per line."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print("\n".join(f"{name} {version}" for name, version in installed_packages()))
+        parser.exit(0)
+
+
+def installed_packages() -> list[tuple[str, str]]:
+    """(name, version) of every installed ``teamvla-*`` distribution, sorted by name."""
+    found = {}
+    for dist in distributions():
+        name = str(dist.metadata["Name"] or "")
+        if name.lower().replace("_", "-").startswith("teamvla-"):
+            found[name.lower().replace("_", "-")] = dist.version
+    return sorted(found.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``teamvla`` parser with every installed package's subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="teamvla", description="TeamVLA: bimanual VLA data and training stack."
+    parser = _Parser(prog="teamvla", description="TeamVLA: bimanual VLA data and training stack.")
+    parser.add_argument("--version", action=_VersionAction, help="installed teamvla packages")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="logging level (default INFO)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ...)"
+        "--debug", action="store_true", help="show the traceback of an error (anywhere on the line)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     seen = set()
@@ -144,20 +197,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> tuple[argparse.Namespace, bool]:
+    """Parse ``argv`` the way people type it; return (namespace, debug).
+
+    ``key=value`` overrides may stand anywhere after the subcommand, before or
+    after options, and ``--section.key=value`` means ``section.key=value``.
+    ``--debug`` is accepted anywhere.
+    """
+    debug = "--debug" in argv
+    tokens = [t for t in argv if t != "--debug"]
+    tokens = [m.group(1) if (m := _DASHED_OVERRIDE.fullmatch(t)) else t for t in tokens]
+    args, extras = parser.parse_known_args(tokens)
+    if extras:
+        target = _subparser(parser, getattr(args, "command", None))
+        if hasattr(args, "overrides"):
+            overrides = [t for t in extras if _OVERRIDE.fullmatch(t)]
+            unknown = [t for t in extras if not _OVERRIDE.fullmatch(t)]
+            args.overrides = [*(args.overrides or []), *overrides]
+        else:
+            unknown = extras
+        if unknown:
+            target.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args, debug
+
+
+def _user_error(exc: BaseException) -> str:
+    """One line for an error the user can fix (bad path, value, config, missing extra)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return f"{where}{exc.strerror.lower()}"
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        text = exc.args[0]
+    return text
+
+
+# Errors a user causes and can fix; anything else is a bug of ours and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (SchemaError, ValueError, OSError, ImportError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``teamvla`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=str(args.log_level).upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    args, debug = parse_args(parser, list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
-    except SchemaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        print(f"error: {_user_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,14 +11,20 @@ TASK_NAMES = ("lift", "handoff", "drawer")  # kept in step with teamvla_data.sim
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, received {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text}")
     return value
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, received {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text}")
     return value
@@ -33,7 +39,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from teamvla_data.sim.config import TaskConfig
     from teamvla_data.sim.record import generate_dataset
 
-    task_cfgs = {}
+    task_cfgs: dict[str, TaskConfig] = {}
     for path in args.config or []:
         loaded = load_config(path)
         cfg = from_dict(TaskConfig, loaded.data.get("task"), key="task", config=loaded)
