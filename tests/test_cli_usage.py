@@ -79,7 +79,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 str(root),
                 "--no-progress",
             ]
-        )  # fmt: skip
+        )
         == 0
     )
     return root
@@ -101,7 +101,7 @@ def test_user_errors_are_one_line_with_exit_2(capsys, tmp_path, tiny_root) -> No
             "dataset.tasks=[lfit]",
             "--out",
             str(tmp_path / "run"),
-        ): "did you mean 'lift'",  # fmt: skip
+        ): "did you mean 'lift'",
         ("validate", str(tmp_path / "nowhere")): "nowhere",
         ("inspect", str(tmp_path / "nothing.npz")): "nothing.npz",
         ("render-episode", str(tiny_root), "-o", str(tmp_path / "a.png")): str(tiny_root),
