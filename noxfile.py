@@ -125,6 +125,20 @@ def wheel(session: nox.Session) -> None:
             external=True,
         )
         session.run(str(venv / "bin" / "teamvla"), "--help", external=True, silent=True)
+        # README: a package that depends on another of ours installs from the same dist/.
+        session.run(
+            py, "-m", "pip", "install", "--quiet", "--find-links", str(dist), "teamvla-data",
+            external=True,
+        )  # fmt: skip
+        session.run(
+            py,
+            "-c",
+            "import sys, teamvla_data; from teamvla_data import MultiTaskDataset; "
+            "assert 'torch' not in sys.modules; print('teamvla-data', teamvla_data.__version__, 'ok')",
+            external=True,
+        )
+        session.run(py, "-c", NO_TORCH, external=True)
+        session.run(str(venv / "bin" / "teamvla"), "--version", external=True)
 
 
 @nox.session(name="all")
