@@ -46,6 +46,7 @@ from teamvla_schema import SchemaError, load_checkpoint
 from teamvla_schema.config import from_dict
 
 from teamvla_train.config import ModelConfig
+from teamvla_train.control import ChunkController
 from teamvla_train.models import BimanualPolicy, make_model
 from teamvla_train.normalization import Affine
 
@@ -100,9 +101,72 @@ class Policy:
     config: dict[str, Any] = field(default_factory=dict)  # resolved training config, when known
     stats: dict[str, Any] | None = None  # the dataset statistics stored with the checkpoint
     path: Path | None = None
+    # Closed-loop control for select_action (see teamvla_train.control); None = the
+    # checkpoint's eval config, else 4 and 0.0.
+    replan_every: int | None = None
+    temporal_ensemble: float | None = None
 
     def __post_init__(self) -> None:
         self.model.to(self.device).eval()
+        eval_cfg = self.config.get("eval") or {}
+        if self.replan_every is None:
+            self.replan_every = int(eval_cfg.get("replan_every", 4))
+        if self.temporal_ensemble is None:
+            self.temporal_ensemble = float(eval_cfg.get("temporal_ensemble", 0.0))
+        self._controller: ChunkController | None = None
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], device: str | torch.device = "cpu"
+    ) -> Policy:
+        """Load a checkpoint, a ``latest`` pointer or a run directory (see :func:`load_policy`)."""
+        return load_policy(path, device=device)
+
+    # ------------------------------------------------------------------ closed loop
+    def reset(self, envs: Sequence[int] | None = None) -> None:
+        """Start new episodes: forget history and queued actions (of ``envs`` only, when given)."""
+        if self._controller is not None:
+            self._controller.reset(envs)
+
+    def _control(self, num_envs: int) -> ChunkController:
+        if self._controller is None or self._controller.num_envs != num_envs:
+            self._controller = ChunkController(
+                self,
+                num_envs,
+                replan_every=int(self.replan_every or 4),
+                temporal_ensemble=float(self.temporal_ensemble or 0.0),
+            )
+        return self._controller
+
+    def select_action(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        """The action for one environment's observation, exactly as the environment takes it.
+
+        ``obs`` is what ``env.reset()``/``env.step()`` returned (``rgb_a``,
+        ``rgb_b`` ``(H, W, 3)`` uint8, ``q_a``, ``q_b`` ``(N,)``, ``instruction``);
+        the result holds ``action_a``, ``action_b`` float32 ``(N,)`` and ``grip_a``,
+        ``grip_b`` float32 0/1. The observation history, the action chunk and its
+        queue (or temporal ensembling) are kept inside: call :meth:`reset` at
+        each new episode.
+        """
+        return self._control(1).act([obs])[0]
+
+    def select_actions(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """:meth:`select_action` for ``B`` environments stepped together (a vector environment).
+
+        ``obs`` holds each field with a leading ``B`` axis (``instruction`` a
+        sequence of B strings); the result has ``action_a`` ``(B, N)`` and
+        ``grip_a`` ``(B,)`` etc. When environment ``i`` ends an episode, call
+        ``reset([i])`` before passing its next observation.
+        """
+        instructions = obs[INSTRUCTION]
+        if isinstance(instructions, str):
+            raise ValueError("select_actions takes a batch; use select_action for one environment")
+        b = len(instructions)
+        per_env = [{k: v[i] for k, v in obs.items()} for i in range(b)]
+        actions = self._control(b).act(per_env)
+        return {k: np.stack([a[k] for a in actions]) for k in actions[0]}
+
+    # ------------------------------------------------------------------ one chunk
 
     @property
     def obs_history(self) -> int:
