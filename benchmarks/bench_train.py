@@ -5,8 +5,9 @@ optimiser steps/s, samples/s and milliseconds per step for:
 
   (a) synthetic batches held in memory (model + optimiser only; the ceiling);
   (b) the real pipeline: make_dataloader over a small dataset recorded with the
-      simulator (at the config's dataset/world image size), with the time spent
-      waiting for data shown next to compute time, as the trainer logs them;
+      simulator (at the config's dataset/world image size), through the
+      trainer's prefetch thread, with the time spent waiting for data shown
+      next to compute time, as the trainer logs them;
 
 plus a split of one step into vision encoder / rest of forward / backward /
 optimiser (synthetic batch), so the cost centre is visible. Every figure
@@ -16,6 +17,9 @@ comes from the same process and run, so the rows compare fairly.
     uv run python benchmarks/bench_train.py --config configs/demo.yaml
     uv run python benchmarks/bench_train.py --quick               # smoke test
     uv run python benchmarks/bench_train.py --set model.vision_frames=0 --set dataset.batch_size=32
+
+Finally it times the trainer's default thread count (cores - 1) against using
+every core, on the same synthetic batches.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from teamvla_train.bc_trainer import (
     train_step,
 )
 from teamvla_train.config import TrainConfig, resolve_train_config
+from teamvla_train.prefetch import Prefetcher
 from teamvla_train.synthetic import synthetic_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +175,13 @@ def main() -> None:
                     yield from d.train_batches(epoch=epoch)
                     epoch += 1
 
-            real = time_steps(cfg, loader_batches(), steps, warmup)
+            # As in the trainer: a background thread loads trainer.prefetch batches ahead.
+            source = loader_batches()
+            if cfg.trainer.prefetch and not cfg.dataset.num_workers:
+                source = Prefetcher(source, depth=cfg.trainer.prefetch)
+            real = time_steps(cfg, source, steps, warmup)
+            if isinstance(source, Prefetcher):
+                source.close()
             parts = split_step(cfg, fixed, max(2, steps // 4))
             rows.append((name, syn, real, parts))
 
@@ -190,6 +201,28 @@ def main() -> None:
         for name, _, _, parts in rows:
             print(f"{name:<13} {parts['vision']:>8.1f} {parts['forward_rest']:>8.1f} "
                   f"{parts['backward']:>8.1f} {parts['optimizer']:>8.1f}")  # fmt: skip
+
+        # The trainer's thread default (cores - 1) next to using every core, same batches.
+        cores = os.cpu_count() or 1
+        if cores != threads:
+            print(
+                f"\ntorch threads, synthetic batches (trainer default {threads} vs all {cores} cores):"
+            )
+            for name in MODELS:
+                cfg = load(args.config, args.set, name, root)
+                fixed = synthetic_batch(batch_size=cfg.dataset.batch_size, obs_history=cfg.dataset.obs_history,
+                                        action_horizon=cfg.dataset.action_horizon, num_joints=cfg.model.num_joints,
+                                        image_size=(size, size), seed=1)  # fmt: skip
+                speeds = []
+                for n in (threads, cores):
+                    torch.set_num_threads(n)
+                    speeds.append(
+                        time_steps(cfg, iter(lambda b=fixed: b, None), steps, warmup)["steps_s"]
+                    )
+                torch.set_num_threads(threads)
+                print(
+                    f"{name:<13} {threads} thread(s): {speeds[0]:6.2f} steps/s   {cores} threads: {speeds[1]:6.2f} steps/s"
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -78,7 +78,7 @@ def test_cli_train_end_to_end_on_generated_episodes(tmp_path: Path) -> None:
         ("optim.betas=[0.9]", "betas must be two numbers"),
         ("dataset.batch_sise=3", "did you mean 'dataset.batch_size'"),
         ("model.conv_strides=[2,3]", "conv_strides must give 1 or 2 for each of the 3 conv layers"),
-        ("model.conv_channels=[4,4,4,4,4,4]", "image_size 48 is too small"),
+        ("model.conv_channels=[4,4,4,4,4,4]", "is too small for conv strides [2, 2, 2, 2, 2, 2]"),
     ],
 )
 def test_cli_rejects_bad_config_before_any_work(

@@ -7,7 +7,8 @@ Read it top to bottom; the loop in :func:`train` runs in this fixed order::
     loop         for each optimiser step:
                    fetch grad_accum_steps micro-batches   (timed: data wait)
                    train_step                             (timed: compute)
-                   log every trainer.log_every steps      (the only host syncs)
+                   log every trainer.log_every steps      (the only host syncs; a plain
+                                                          stderr line when there is no bar)
                    validate every trainer.val_every steps
                    checkpoint every trainer.ckpt_every steps, or at epoch ends
     finish       final validation and checkpoint, TrainResult
@@ -17,16 +18,26 @@ and schedule, every RNG and the sampler position (epoch, micro-batch within
 the epoch), so the continued run computes the same losses as a run that was
 never stopped. Distributed runs (``torchrun``) wrap the model in DDP, shard
 the data per rank, and only rank 0 writes checkpoints and logs.
+
+``"auto"`` never starts over on top of a run's checkpoints: with a missing or
+corrupt ``latest`` pointer it continues from the newest checkpoint that loads,
+or refuses (see :func:`teamvla_train.checkpointing.find_resume_point`); a fresh
+run into a directory holding checkpoints is refused. The config must match the
+checkpoint's except for :data:`RESUME_MAY_DIFFER`, unless
+``trainer.resume_force`` is set and every weight keeps its shape.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import json
 import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from teamvla_schema import SchemaError, load_checkpoint
+from teamvla_schema import SchemaError
 from teamvla_schema import save_checkpoint as schema_save_checkpoint
 from teamvla_schema.config import LoadedConfig, save_resolved_config
 from torch import nn
@@ -87,7 +98,8 @@ def build_data(
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on conv/linear weights only (not biases, norms, embeddings)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
@@ -171,12 +183,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def default_num_threads(local_world_size: int = 1) -> int:
-    """CPU cores available to this process, shared among the local ranks."""
+    """torch intra-op threads per process: this rank's share of the cores, minus one.
+
+    The spare core serves data loading (the prefetch thread, loader workers) and
+    whatever else runs. OpenMP threads wait for each other at the end of every
+    op, so when one of them is descheduled the whole step stalls: on a busy
+    2-core machine a training step with 2 threads took ~20x longer than with 1.
+    """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // max(1, local_world_size))
+    return max(1, cores // max(1, local_world_size) - 1)
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -188,6 +206,17 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 # =========================================================================== one step
+
+
+def _grad_sync(model: nn.Module, *, sync: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP's ``no_sync()`` when gradients should not be all-reduced yet, else a no-op context.
+
+    ``model`` may be DDP itself or a ``torch.compile`` wrapper around it.
+    """
+    ddp = model if isinstance(model, DistributedDataParallel) else getattr(model, "_orig_mod", None)
+    if sync or not isinstance(ddp, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return ddp.no_sync()
 
 
 def train_step(
@@ -212,10 +241,7 @@ def train_step(
     for i, batch in enumerate(micro_batches):
         batch = to_device(batch, device)
         last = i == n - 1
-        sync = (
-            contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-        )
-        with sync:
+        with _grad_sync(model, sync=last):
             with autocast(device, amp_dtype):
                 loss, metrics = model(batch)
             (loss / n).backward()
@@ -351,6 +377,114 @@ def _to_torch_tree(obj: Any) -> Any:
     return obj
 
 
+#: Config keys (dotted; a section name covers the whole section) that may differ between a
+#: checkpoint and the run resuming from it: where and how fast the run computes and loads data,
+#: how long it trains, how often it validates, checkpoints and logs, and evaluation. A difference
+#: in any other key refuses the resume unless ``trainer.resume_force`` is set.
+RESUME_MAY_DIFFER: tuple[str, ...] = (
+    "run.device",
+    "run.log_level",
+    "run.output_dir",
+    "dataset.num_workers",
+    "dataset.pin_memory",
+    "dataset.persistent_workers",
+    "dataset.prefetch_factor",
+    "dataset.use_cache",
+    "dataset.cache_dir",
+    "trainer.max_steps",
+    "trainer.epochs",
+    "trainer.precision",
+    "trainer.compile",
+    "trainer.num_threads",
+    "trainer.prefetch",
+    "trainer.val_every",
+    "trainer.val_batches",
+    "trainer.ckpt_every",
+    "trainer.keep_last",
+    "trainer.log_every",
+    "trainer.tensorboard",
+    "trainer.resume_force",
+    "eval",
+)
+
+_ABSENT = object()
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``{"a.b.c": value}`` (lists stay whole values)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _may_differ(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_DIFFER)
+
+
+def _with_defaults(saved: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A checkpoint's config with the defaults of this version filled in (keys added since)."""
+    try:
+        return resolve_train_config(saved).resolved
+    except (SchemaError, ValueError, TypeError):
+        return saved  # written by another version that no longer validates: compare as saved
+
+
+def resume_config_changes(
+    saved: Mapping[str, Any], now: Mapping[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, checkpoint value, new value)`` for every key outside :data:`RESUME_MAY_DIFFER` that differs.
+
+    A key missing on one side has the value ``"(absent)"`` there.
+    """
+    old, new = _flatten(_with_defaults(saved)), _flatten(now)
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if _may_differ(key):
+            continue
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if a != b:
+            changes.append(
+                (key, "(absent)" if a is _ABSENT else a, "(absent)" if b is _ABSENT else b)
+            )
+    return changes
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str) and value == "(absent)":
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _show_changes(changes: Sequence[tuple[str, Any, Any]]) -> str:
+    return ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, a, b in changes)
+
+
+def _weight_mismatches(saved: Mapping[str, Any], model: nn.Module) -> list[str]:
+    """Tensors of ``saved`` that are missing from ``model``, extra, or of another shape."""
+    want = model.state_dict()
+    out = []
+    for k in sorted(set(saved) | set(want)):
+        if k not in want:
+            out.append(f"{k} (only in the checkpoint)")
+        elif k not in saved:
+            out.append(f"{k} (not in the checkpoint)")
+        elif tuple(saved[k].shape) != tuple(want[k].shape):
+            out.append(f"{k} {tuple(saved[k].shape)} -> {tuple(want[k].shape)}")
+    return out
+
+
+#: Optimiser settings that come from this run's config, not from the checkpoint (lr is recomputed).
+_CONFIG_HYPERPARAMS = ("initial_lr", "weight_decay", "betas", "eps")
+
+
 def restore_checkpoint(
     *,
     path: Path,
@@ -358,35 +492,72 @@ def restore_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     cfg: TrainConfig,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> TrainState:
-    """Load a training checkpoint into ``model``/``optimizer``/``scheduler``; restore RNGs; return the state."""
-    ckpt = load_checkpoint(path)
-    for key in ("optimizer", "scheduler", "training_state"):
-        if key not in ckpt:
-            raise SchemaError(
-                f"not a resumable training checkpoint (no '{key}' section)", path=path
-            )
-    saved_model = (ckpt.get("config") or {}).get("model")
-    now_model = cfg.resolved.get("model")
-    if saved_model is not None and saved_model != now_model:
-        changed = sorted(
-            k
-            for k in set(saved_model) | set(now_model or {})
-            if saved_model.get(k) != (now_model or {}).get(k)
-        )
+    """Load a training checkpoint into ``model``/``optimizer``/``scheduler``; restore RNGs; return the state.
+
+    ``checkpoint`` is the file already loaded (by :func:`teamvla_train.checkpointing.find_resume_point`).
+    The config must equal the checkpoint's except for :data:`RESUME_MAY_DIFFER`;
+    with ``trainer.resume_force`` other differences are accepted as long as
+    every weight keeps its shape. The optimiser's hyperparameters and the
+    schedule follow this run's config (so ``trainer.max_steps`` can be raised).
+    """
+    ckpt = checkpoint if checkpoint is not None else ckpt_io.load_resumable(path)
+    force = cfg.trainer.resume_force
+    saved_cfg = ckpt.get("config")
+    changes = (
+        resume_config_changes(saved_cfg, cfg.resolved) if isinstance(saved_cfg, Mapping) else []
+    )
+    if changes and not force:
         raise SchemaError(
-            f"cannot resume: the model config differs from the checkpoint's in {changed}", path=path
-        )
-    ts = ckpt["training_state"]
-    if int(ts.get("grad_accum_steps", 1)) != cfg.trainer.grad_accum_steps:
-        raise SchemaError(
-            f"cannot resume: trainer.grad_accum_steps is {cfg.trainer.grad_accum_steps}, "
-            f"the checkpoint used {ts.get('grad_accum_steps')}",
+            f"cannot resume: {len(changes)} config key(s) differ from the checkpoint's: "
+            f"{_show_changes(changes)}. To continue this run, use its values again; to start "
+            "fresh, train into a new run directory (--out DIR, or another run.output_dir) or "
+            "delete this one; to resume anyway with the new values, add trainer.resume_force=true "
+            "(refused if the model's weight shapes change)",
             path=path,
         )
-    model.load_state_dict(state_dict_from_numpy(ckpt["model"]), strict=True)
-    optimizer.load_state_dict(_to_torch_tree(ckpt["optimizer"]))
+    weights = state_dict_from_numpy(ckpt["model"])
+    mismatches = _weight_mismatches(weights, model)
+    if mismatches:
+        shown = "; ".join(mismatches[:3]) + (
+            f"; and {len(mismatches) - 3} more" if len(mismatches) > 3 else ""
+        )
+        because = f" ({_show_changes(changes)})" if changes else ""
+        raise SchemaError(
+            f"cannot resume, not even with trainer.resume_force: the model of this config{because} "
+            f"does not fit the checkpoint's weights ({len(mismatches)} tensor(s): {shown}). Start "
+            "fresh in a new run directory (--out DIR) or use the checkpoint's model settings",
+            path=path,
+        )
+    if changes:
+        log.warning(
+            "trainer.resume_force: resuming %s with changed config: %s",
+            path,
+            _show_changes(changes),
+        )
+    ts = ckpt["training_state"]
+    fresh = [{k: g[k] for k in _CONFIG_HYPERPARAMS if k in g} for g in optimizer.param_groups]
+    model.load_state_dict(weights, strict=True)
+    try:
+        optimizer.load_state_dict(_to_torch_tree(ckpt["optimizer"]))
+    except (ValueError, KeyError) as exc:
+        raise SchemaError(
+            f"cannot resume: the optimiser state does not fit this model ({exc}); start fresh in a "
+            "new run directory (--out DIR)",
+            path=path,
+        ) from None
     scheduler.load_state_dict(ckpt["scheduler"])
+    for group, hyper in zip(optimizer.param_groups, fresh, strict=True):
+        group.update(hyper)
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        # The lr of the next step from this config's schedule (equal to the saved one unless
+        # the peak lr, the schedule or the run length changed).
+        scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        for group, base, fn in zip(
+            optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * fn(scheduler.last_epoch)
     ckpt_io.restore_rng_state(ts["rng"])
     return TrainState(
         step=int(ts["step"]),
@@ -431,15 +602,57 @@ class TrainResult:
     steps: int = 0
 
 
-def _find_resume(resume: str | os.PathLike[str] | None, run_dir: Path) -> Path | None:
+def _refuse_fresh_over(ckpt_dir: Path, run_dir: Path) -> None:
+    """A fresh run would overwrite (and prune) the checkpoints of an earlier one: refuse."""
+    files = ckpt_io.checkpoint_files(ckpt_dir)
+    if not files and not (ckpt_dir / ckpt_io.LATEST).exists():
+        return
+    raise SchemaError(
+        f"already holds the checkpoints of an earlier run ({len(files)} checkpoint file(s)) and "
+        "a fresh run would overwrite them: continue it with --resume auto (resume='auto'), or "
+        f"start fresh in a new run directory (--out DIR) or after deleting {run_dir}",
+        path=ckpt_dir,
+    )
+
+
+def _find_resume(
+    resume: str | os.PathLike[str] | None, run_dir: Path, ckpt_dir: Path
+) -> ckpt_io.ResumePoint | None:
+    """The checkpoint to continue from (loaded), or None for a fresh start.
+
+    ``"auto"`` continues ``ckpt_dir`` (this run's task directory; else another
+    task directory of ``run_dir``), falling back to the newest checkpoint that
+    loads when ``latest`` is missing or bad (``setup`` then repairs the pointer).
+    """
     if resume is None:
+        _refuse_fresh_over(ckpt_dir, run_dir)
         return None
-    if str(resume) == "auto":
-        try:
-            return ckpt_io.resolve_checkpoint(run_dir)
-        except SchemaError:
+    if str(resume) != "auto":
+        path = ckpt_io.resolve_checkpoint(resume)
+        return ckpt_io.ResumePoint(path, ckpt_io.load_resumable(path))
+    point = ckpt_io.find_resume_point(ckpt_dir)
+    if point is None:
+        # The run's checkpoints may sit in another task directory (the dataset's tasks changed).
+        others = [
+            d
+            for d in sorted((run_dir / ckpt_io.CHECKPOINT_DIR).glob("*"))
+            if d.is_dir() and d.resolve() != ckpt_dir.resolve()
+        ]
+        found = [p for p in (ckpt_io.find_resume_point(d) for d in others) if p is not None]
+        if not found:
             return None  # nothing to resume yet: start fresh
-    return ckpt_io.resolve_checkpoint(resume)
+        point = max(
+            found,
+            key=lambda p: (int(p.checkpoint["training_state"]["step"]), p.path.stat().st_mtime_ns),
+        )
+    if point.repaired_pointer is not None:
+        log.warning(
+            "--resume auto: %s; continuing from %s (step %d), the newest checkpoint that loads",
+            "; ".join(point.skipped),
+            point.path,
+            point.repaired_pointer["step"],
+        )
+    return point
 
 
 def setup(
@@ -481,12 +694,26 @@ def setup(
     total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * steps_per_epoch
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=total_steps)
 
+    task = ckpt_io.task_dir_name(data.tasks)
+    ckpt_dir = run_dir / ckpt_io.CHECKPOINT_DIR / task
     state = TrainState()
-    resume_path = _find_resume(resume, run_dir)
-    if resume_path is not None:
+    point = _find_resume(resume, run_dir, ckpt_dir)
+    resume_path = point.path if point is not None else None
+    if point is not None:
         state = restore_checkpoint(
-            path=resume_path, model=model, optimizer=optimizer, scheduler=scheduler, cfg=cfg
+            path=point.path,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            cfg=cfg,
+            checkpoint=point.checkpoint,
         )
+        if cfg.trainer.resume_force:
+            # Keep the weights' normalisation equal to the one saved with the next checkpoints.
+            model.set_normalization(**data.normalization.model_buffers())
+        if point.repaired_pointer is not None and dist_info.is_main:
+            # Only now that the checkpoint is accepted: 'latest' names it again.
+            ckpt_io.write_pointer(point.path.parent, point.repaired_pointer)
         if dist_info.rank:
             # Each rank continues with its own stream (rank 0's state was saved).
             torch.manual_seed(cfg.run.seed + dist_info.rank + 1_000_003 * state.step)
@@ -498,6 +725,11 @@ def setup(
             state.batch_in_epoch,
         )
 
+    if dist_info.is_main:
+        stale = ckpt_io.remove_stale_temporaries(ckpt_dir)
+        if stale:
+            log.info("removed unfinished checkpoint writes of killed runs: %s", ", ".join(stale))
+
     step_model: nn.Module = model
     if dist_info.enabled:
         step_model = DistributedDataParallel(
@@ -506,12 +738,11 @@ def setup(
     if cfg.trainer.compile:
         step_model = torch.compile(step_model)  # type: ignore[assignment]
 
-    task = ckpt_io.task_dir_name(data.tasks)
     logger = MetricsLogger(run_dir, enabled=dist_info.is_main, tensorboard=cfg.trainer.tensorboard)
     session = Session(
         cfg=cfg,
         run_dir=run_dir,
-        ckpt_dir=run_dir / ckpt_io.CHECKPOINT_DIR / task,
+        ckpt_dir=ckpt_dir,
         device=dev,
         dist_info=dist_info,
         amp_dtype=autocast_dtype(cfg.trainer.precision, dev),
@@ -549,7 +780,11 @@ def setup(
 def _checkpoint(
     s: Session, *, end_of_epoch: bool, metrics: Mapping[str, float] | None = None
 ) -> None:
-    """Rank 0 writes a checkpoint at the current step and updates ``latest`` (keep-last-K)."""
+    """Rank 0 writes a checkpoint at the current step and updates ``latest`` (keep-last-K).
+
+    A failed write (disk full, quota) raises :class:`~teamvla_train.checkpointing.CheckpointWriteError`
+    and leaves the previous checkpoint and pointer as they were (both are written atomically).
+    """
     if not s.dist_info.is_main:
         return
     st = s.state
@@ -557,20 +792,61 @@ def _checkpoint(
         name = ckpt_io.checkpoint_name(epoch=st.epoch)  # st.epoch already counts the finished epoch
     else:
         name = ckpt_io.checkpoint_name(epoch=st.epoch + 1, step=st.step)
-    path = save_checkpoint(
-        path=s.ckpt_dir / name,
-        model=s.model,
-        optimizer=s.optimizer,
-        scheduler=s.scheduler,
-        state=st,
-        cfg=s.cfg,
-        data=s.data,
-        metrics=metrics,
+    previous = s.last_checkpoint
+    # The pointer's history continues only from the checkpoint this run resumed from or wrote.
+    parent = (
+        previous.name
+        if previous is not None and previous.parent.resolve() == s.ckpt_dir.resolve()
+        else None
     )
-    ckpt_io.publish_checkpoint(
-        s.ckpt_dir, name, step=st.step, epoch=st.epoch, keep_last=s.cfg.trainer.keep_last
+    unchanged = (
+        f"the previous checkpoint {previous.name} and the '{ckpt_io.LATEST}' pointer are unchanged"
+        if previous is not None
+        else f"the '{ckpt_io.LATEST}' pointer is unchanged"
     )
+    advice = f"free disk space in {s.ckpt_dir} (or lower trainer.keep_last) and continue with --resume auto"
+    try:
+        path = save_checkpoint(
+            path=s.ckpt_dir / name,
+            model=s.model,
+            optimizer=s.optimizer,
+            scheduler=s.scheduler,
+            state=st,
+            cfg=s.cfg,
+            data=s.data,
+            metrics=metrics,
+        )
+    except OSError as exc:
+        left = ckpt_io.remove_failed_write(s.ckpt_dir, name)
+        partial = f"the partial file {left[0]} remains" if left else "no partial file was left"
+        raise ckpt_io.CheckpointWriteError(
+            f"could not write the checkpoint of step {st.step} ({_os_error(exc)}); {partial}, "
+            f"{unchanged}: {advice}",
+            path=s.ckpt_dir / name,
+        ) from exc
+    try:
+        ckpt_io.publish_checkpoint(
+            s.ckpt_dir,
+            name,
+            step=st.step,
+            epoch=st.epoch,
+            keep_last=s.cfg.trainer.keep_last,
+            parent=parent,
+        )
+    except OSError as exc:
+        ckpt_io.remove_failed_write(s.ckpt_dir, ckpt_io.LATEST)
+        raise ckpt_io.CheckpointWriteError(
+            f"wrote {name} but could not update the '{ckpt_io.LATEST}' pointer ({_os_error(exc)}); "
+            f"{unchanged}: {advice}",
+            path=s.ckpt_dir / ckpt_io.LATEST,
+        ) from exc
     s.last_checkpoint = path
+
+
+def _os_error(exc: OSError) -> str:
+    """``No space left on device [ENOSPC]``."""
+    code = errno.errorcode.get(exc.errno or 0)
+    return f"{exc.strerror or exc}" + (f" [{code}]" if code else "")
 
 
 def _validate(s: Session) -> dict[str, float]:
@@ -641,6 +917,55 @@ class _Interval:
         return out
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``4m05s``, ``12s``."""
+    if not math.isfinite(seconds):
+        return "?"
+    total = round(max(0.0, seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+class _ProgressLines:
+    """Plain progress lines on stderr, for logs and CI: step/total, loss, steps/s and ETA."""
+
+    def __init__(self, total_steps: int, start_step: int) -> None:
+        self.total = total_steps
+        self.start_step = start_step
+        self.started = time.perf_counter()
+
+    def train(self, step: int, epoch: int, metrics: Mapping[str, float]) -> None:
+        elapsed = time.perf_counter() - self.started
+        rate = (step - self.start_step) / elapsed if elapsed > 0 else float("nan")
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        self._print(
+            f"step {step}/{self.total} ({100.0 * step / max(1, self.total):.0f}%)  epoch {epoch + 1}  "
+            f"loss {metrics.get('loss', float('nan')):.4f}  {rate:.2f} steps/s  eta {_duration(eta)}"
+        )
+
+    def val(self, step: int, metrics: Mapping[str, float]) -> None:
+        if metrics:
+            self._print(
+                f"step {step}/{self.total}  val_loss {metrics.get('loss', float('nan')):.4f}"
+            )
+
+    @staticmethod
+    def _print(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+
 # =========================================================================== main loop
 
 
@@ -649,10 +974,13 @@ def run_training(s: Session, *, progress: bool = True) -> TrainResult:
     cfg, st = s.cfg, s.state
     accum = cfg.trainer.grad_accum_steps
     samples_per_step = cfg.dataset.batch_size * accum * s.dist_info.world_size
+    # A bar only on a terminal; otherwise (--no-progress, logs, CI) one plain line per log interval.
+    show_bar = progress and s.dist_info.is_main and _is_terminal(sys.stderr)
+    lines = _ProgressLines(s.total_steps, st.step) if s.dist_info.is_main and not show_bar else None
     bar = tqdm(
         total=s.total_steps,
         initial=st.step,
-        disable=not (progress and s.dist_info.is_main),
+        disable=not show_bar,
         unit="step",
         dynamic_ncols=True,
     )
@@ -663,7 +991,9 @@ def run_training(s: Session, *, progress: bool = True) -> TrainResult:
     s.step_model.train()
     while st.step < s.total_steps:
         batches = s.data.train_batches(epoch=st.epoch, start_batch=st.batch_in_epoch)
-        if cfg.trainer.prefetch:
+        if cfg.trainer.prefetch and not cfg.dataset.num_workers:
+            # Only without loader workers: they load ahead already, and forking them (the val
+            # loader's, the next epoch's) while our thread is inside numpy could deadlock them.
             batches = Prefetcher(batches, depth=cfg.trainer.prefetch)
         while st.step < s.total_steps and st.batch_in_epoch + accum <= s.data.num_train_batches:
             t0 = time.perf_counter()
@@ -702,12 +1032,16 @@ def run_training(s: Session, *, progress: bool = True) -> TrainResult:
                 bar.set_postfix(
                     loss=f"{last_train['loss']:.4f}", sps=f"{last_train['samples_per_s']:.0f}"
                 )
+                if lines is not None:
+                    lines.train(st.step, st.epoch, last_train)
             if (
                 cfg.trainer.val_every
                 and st.step % cfg.trainer.val_every == 0
                 and st.step < s.total_steps
             ):
                 last_val = _validate(s)
+                if lines is not None:
+                    lines.val(st.step, last_val)
             if cfg.trainer.ckpt_every and st.step % cfg.trainer.ckpt_every == 0:
                 _checkpoint(s, end_of_epoch=False, metrics=_final_metrics(last_train, last_val))
                 checkpointed_at = st.step
@@ -721,7 +1055,10 @@ def run_training(s: Session, *, progress: bool = True) -> TrainResult:
                 _checkpoint(s, end_of_epoch=True, metrics=_final_metrics(last_train, last_val))
                 checkpointed_at = st.step
     bar.close()
-    last_val = _validate(s) or last_val
+    final_val = _validate(s)
+    if lines is not None:
+        lines.val(st.step, final_val)
+    last_val = final_val or last_val
     final = _final_metrics(last_train, last_val)
     if checkpointed_at != st.step:
         _checkpoint(s, end_of_epoch=False, metrics=final)
@@ -756,8 +1093,11 @@ def train(
     :class:`TrainConfig`; it is validated completely before any work. The
     resolved config is saved as ``<run_dir>/config.yaml``. ``device`` overrides
     ``run.device``; ``resume`` is a checkpoint / run directory path or
-    ``"auto"`` (continue ``run_dir`` if it has a checkpoint). ``data`` replaces
-    the dataset loaders (tests and benchmarks use synthetic data).
+    ``"auto"`` (continue ``run_dir`` if it has a checkpoint; without ``resume``
+    a ``run_dir`` holding checkpoints is refused). ``data`` replaces the
+    dataset loaders (tests and benchmarks use synthetic data). ``progress``
+    draws a bar when stderr is a terminal; otherwise a plain line is printed
+    every ``trainer.log_every`` steps.
     """
     train_cfg = resolve_train_config(cfg)
     run_path = Path(run_dir)

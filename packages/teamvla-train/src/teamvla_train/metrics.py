@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from teamvla_schema import SchemaError
+
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -55,11 +57,25 @@ class MetricsLogger:
                 self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def _append(self, text: str) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        data = text.encode("utf-8")
         try:
-            os.write(fd, text.encode("utf-8"))
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                written = os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise SchemaError(
+                f"cannot append to the metrics log ({exc.strerror or exc}): free disk space and "
+                "continue the run with --resume auto",
+                path=self.path,
+            ) from exc
+        if written != len(data):  # only a full disk or a file size limit cuts a write short
+            raise SchemaError(
+                f"the metrics log took only {written} of {len(data)} bytes (disk full?): free disk "
+                "space and continue the run with --resume auto",
+                path=self.path,
+            )
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append one record (plain numbers and strings)."""
