@@ -34,16 +34,12 @@ from pathlib import Path
 
 import torch
 from teamvla_schema.config import load_config
-from teamvla_train.bc_trainer import (
-    build_data,
-    build_model,
-    build_optimizer,
-    build_scheduler,
-    default_num_threads,
-    train_step,
-)
+from teamvla_train.algos.bc import build_data, build_model, train_step
+from teamvla_train.algos.bc_loss import bc_loss
 from teamvla_train.config import TrainConfig, resolve_train_config
-from teamvla_train.prefetch import Prefetcher
+from teamvla_train.engine.device import default_num_threads
+from teamvla_train.engine.optim import build_optimizer, build_scheduler
+from teamvla_train.engine.prefetch import Prefetcher
 from teamvla_train.synthetic import synthetic_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +96,7 @@ def split_step(cfg: TrainConfig, batch, reps: int) -> dict[str, float]:
         t0 = time.perf_counter()
         model.cameras(batch["rgb_a"][:, -tv:], batch["rgb_b"][:, -tv:])
         t1 = time.perf_counter()
-        loss, _ = model(batch)  # includes vision again: subtract it
+        loss, _ = bc_loss(model(batch), batch, model.cfg)  # includes vision again: subtract it
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()

@@ -35,17 +35,18 @@ import teamvla_schema.checkpoint as schema_checkpoint
 from teamvla_schema import SchemaError
 from teamvla_schema.atomic import is_temporary
 from teamvla_schema.config import dump_yaml
-from teamvla_train import checkpointing as ckpt_io
-from teamvla_train.bc_trainer import lr_multiplier, train
-from teamvla_train.checkpointing import (
+from teamvla_train.config import resolve_train_config
+from teamvla_train.engine import checkpointing as ckpt_io
+from teamvla_train.engine import train
+from teamvla_train.engine.checkpointing import (
     CheckpointWriteError,
     checkpoint_step,
     load_resumable,
     publish_checkpoint,
     read_latest,
 )
-from teamvla_train.config import resolve_train_config
-from teamvla_train.metrics import read_metrics
+from teamvla_train.engine.metrics import read_metrics
+from teamvla_train.engine.optim import lr_multiplier
 from train_testlib import REPO, tiny_config, write_tiny_dataset
 
 # ----------------------------------------------------------------------------- helpers
@@ -426,7 +427,8 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(
 _CHILD_STALLS_MID_WRITE = """
 import contextlib, json, os, sys, time
 import teamvla_schema.checkpoint as sc
-from teamvla_train.bc_trainer import lr_multiplier, train
+from teamvla_train.engine import train
+from teamvla_train.engine.optim import lr_multiplier
 
 cfg, run_dir, marker = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 real = sc.atomic_write

@@ -316,6 +316,66 @@ def test_readable_by_the_safetensors_package(tmp_path: Path) -> None:
         )
 
 
+def test_tensors_are_read_through_safetensors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors
+
+    calls: list[int] = []
+    real = safetensors.deserialize
+
+    def spy(data: bytes) -> Any:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(safetensors, "deserialize", spy)
+    path = save_checkpoint(tmp_path / "c.ckpt", **nested_tree())
+    out = load_checkpoint(path)
+    assert calls == [path.stat().st_size]
+    assert out["model"]["head.weight"].dtype == ml_dtypes.bfloat16
+    assert out["extra"]["all_dtypes"]["float8_e5m2"].dtype == ml_dtypes.float8_e5m2
+
+
+def test_safetensors_errors_become_schema_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a check of ours that safetensors shares; should they ever disagree, the file is
+    # still refused with the file named (not a SafetensorError)
+    import safetensors
+
+    def refuse(data: bytes) -> Any:
+        raise safetensors.SafetensorError("Error while deserializing header: InvalidOffset")
+
+    monkeypatch.setattr(safetensors, "deserialize", refuse)
+    path = save_checkpoint(tmp_path / "c.ckpt", model={"w": np.ones(2, np.float32)})
+    with pytest.raises(SchemaError, match=r"safetensors cannot read the file: .*InvalidOffset"):
+        load_checkpoint(path)
+
+
+def test_files_written_by_the_safetensors_package_load(tmp_path: Path) -> None:
+    # safetensors lays tensors out by dtype size, then name (ours: by name) and writes
+    # __metadata__ in hash order: both are valid safetensors files and load the same
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    tensors = {
+        "model/a.bool": np.array([True, False]),
+        "model/b.f64": np.arange(3, dtype=np.float64),
+        "model/c.bf16": np.arange(4).astype(ml_dtypes.bfloat16),
+        "model/d.i64": np.array(7, np.int64),
+        "model/e.empty": np.zeros((0, 2), np.float32),
+    }
+    structure = {"model": {name[6:]: {"__tensor__": name} for name in tensors}}
+    metadata = {
+        "structure": json.dumps(structure),
+        "format_version": "1",
+        "format": CHECKPOINT_FORMAT,
+    }
+    path = tmp_path / "theirs.ckpt"
+    path.write_bytes(safetensors_numpy.save(tensors, metadata=metadata))
+    ours = save_checkpoint(tmp_path / "ours.ckpt", model={k[6:]: v for k, v in tensors.items()})
+    assert path.read_bytes() != ours.read_bytes()  # another layout, same content
+    assert_same(load_checkpoint(path), load_checkpoint(ours))
+
+
 # --------------------------------------------------------------------------- torch
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from schema_testlib import REPO_ROOT
@@ -79,3 +82,36 @@ def test_checkpoint_fixture_content() -> None:
     rng.bit_generator.state = ts["rng"]["numpy"]  # a usable numpy RNG state
     assert ckpt["config"]["model"]["name"] == "single_brain"
     assert ckpt["stats"]["fields"]["q_a"]["count"] == 400
+
+
+def _same(got: Any, want: Any, where: str = "") -> None:
+    """Deep equality: arrays with dtype, shape and bytes; NaN-aware floats; exact container types."""
+    if isinstance(want, np.ndarray | np.generic):
+        want = np.asarray(want)
+        assert isinstance(got, np.ndarray) and got.dtype == want.dtype, where
+        assert got.shape == want.shape and got.tobytes() == want.tobytes(), where
+    elif isinstance(want, dict):
+        assert type(got) is dict and list(got) == list(want), where
+        for k in want:
+            _same(got[k], want[k], f"{where}/{k}")
+    elif isinstance(want, list | tuple):
+        assert type(got) is type(want) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _same(g, w, f"{where}/{i}")
+    elif isinstance(want, float) and math.isnan(want):
+        assert isinstance(got, float) and math.isnan(got), where
+    else:
+        assert type(got) is type(want) and got == want, (where, got, want)
+
+
+def test_checkpoint_fixture_loads_exactly_what_the_script_saved() -> None:
+    """The checked-in file, written by the writer before tensors were read through the
+    safetensors package (its bytes are unchanged, see above), loads to the very values
+    the script passed to ``save_checkpoint``."""
+    spec = importlib.util.spec_from_file_location("make_fixtures", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ckpt = load_checkpoint(CHECKPOINT)
+    assert ckpt.pop("format_version") == 1
+    _same(ckpt, script.checkpoint_sections())

@@ -14,7 +14,7 @@ from PIL import Image
 from teamvla_data.sim.record import generate_dataset
 from teamvla_data.sim.seeds import eval_seeds
 from teamvla_schema.cli import main
-from teamvla_train.bc_trainer import train
+from teamvla_train.engine import train
 
 TASKS = ["lift", "handoff"]
 

@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 from teamvla_data import MultiTaskDataset, NormalizationStats  # noqa: E402
 from teamvla_schema import SchemaError  # noqa: E402
 from teamvla_schema.config import from_dict  # noqa: E402
-from teamvla_train.bc_trainer import train  # noqa: E402
-from teamvla_train.checkpointing import read_latest, resolve_checkpoint  # noqa: E402
 from teamvla_train.config import ModelConfig  # noqa: E402
+from teamvla_train.engine import train  # noqa: E402
+from teamvla_train.engine.checkpointing import read_latest, resolve_checkpoint  # noqa: E402
 from teamvla_train.models import make_model  # noqa: E402
 from teamvla_train.policy import load_policy  # noqa: E402
 from train_testlib import run_python, tiny_config, write_tiny_dataset  # noqa: E402

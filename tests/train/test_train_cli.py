@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("torch")
 
 from teamvla_schema.config import load_config
-from teamvla_train.checkpointing import resolve_checkpoint
-from teamvla_train.metrics import read_metrics
+from teamvla_train.engine.checkpointing import resolve_checkpoint
+from teamvla_train.engine.metrics import read_metrics
 from teamvla_train.policy import load_policy
 from train_testlib import REPO, TINY_MODEL, run_python
 

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("torch")
 
 from teamvla_schema.config import dump_yaml
-from teamvla_train.metrics import read_metrics
+from teamvla_train.engine.metrics import read_metrics
 from teamvla_train.policy import load_policy
 from train_testlib import REPO, tiny_config, write_tiny_dataset
 

@@ -11,15 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from teamvla_train.bc_trainer import (  # noqa: E402
-    build_optimizer,
-    build_scheduler,
-    lr_multiplier,
-    train,
-    train_step,
-)
+from teamvla_train.algos.bc import train_step  # noqa: E402
 from teamvla_train.config import ModelConfig, SchedulerConfig  # noqa: E402
-from teamvla_train.metrics import read_metrics  # noqa: E402
+from teamvla_train.engine import train  # noqa: E402
+from teamvla_train.engine.metrics import read_metrics  # noqa: E402
+from teamvla_train.engine.optim import build_optimizer, build_scheduler, lr_multiplier  # noqa: E402
 from teamvla_train.models import make_model  # noqa: E402
 from teamvla_train.synthetic import SyntheticData, synthetic_batch  # noqa: E402
 from train_testlib import TINY_MODEL  # noqa: E402
@@ -150,7 +146,7 @@ def test_train_on_synthetic_data_logs_and_checkpoints(tmp_path: Path) -> None:
 
 
 def test_prefetcher_keeps_order_and_forwards_errors() -> None:
-    from teamvla_train.prefetch import Prefetcher
+    from teamvla_train.engine.prefetch import Prefetcher
 
     assert list(Prefetcher(iter(range(50)), depth=3)) == list(range(50))
 

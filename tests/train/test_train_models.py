@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from teamvla_data import batch as keys  # noqa: E402
+from teamvla_train.algos.bc_loss import bc_loss  # noqa: E402
 from teamvla_train.config import ModelConfig  # noqa: E402
 from teamvla_train.models import MODELS, BimanualPolicy, make_model  # noqa: E402
 from teamvla_train.models.encoders import HashedTextEncoder, instruction_ids  # noqa: E402
@@ -51,7 +52,7 @@ def test_forward_shapes_and_loss(
     out = model.predict(batch)
     assert out[keys.ACTION_A].shape == out[keys.ACTION_B].shape == (5, 3, 7)
     assert out[keys.GRIP_A].shape == out[keys.GRIP_B].shape == (5, 3)
-    loss, metrics = model(batch)
+    loss, metrics = bc_loss(model(batch), batch, model.cfg)
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert {"loss", "joint_a", "joint_b", "grip_a", "grip_b", "grip_acc"} <= set(metrics)
     assert all(not v.requires_grad for v in metrics.values())
@@ -69,7 +70,7 @@ def test_padded_steps_do_not_contribute(name: str) -> None:
     pad = batch[keys.ACTION_IS_PAD]
     assert pad.any() and (~pad).any()
     with torch.no_grad():
-        loss, _ = model(batch)
+        loss, _ = bc_loss(model(batch), batch, model.cfg)
         garbage = dict(batch)
         for key in (keys.ACTION_A, keys.ACTION_B):
             garbage[key] = torch.where(pad[..., None], torch.full_like(batch[key], 1e6), batch[key])
@@ -77,14 +78,14 @@ def test_padded_steps_do_not_contribute(name: str) -> None:
             pad, torch.full_like(batch[keys.GRIP_A], float("nan")), batch[keys.GRIP_A]
         )
         garbage[keys.GRIP_B] = torch.where(pad, 1.0 - batch[keys.GRIP_B], batch[keys.GRIP_B])
-        loss_garbage, _ = model(garbage)
+        loss_garbage, _ = bc_loss(model(garbage), garbage, model.cfg)
         assert torch.equal(loss, loss_garbage)
         # ...while a change to a valid step does change it.
         changed = dict(batch)
         changed[keys.ACTION_A] = torch.where(
             ~pad[..., None], batch[keys.ACTION_A] + 1.0, batch[keys.ACTION_A]
         )
-        assert not torch.allclose(model(changed)[0], loss)
+        assert not torch.allclose(bc_loss(model(changed), changed, model.cfg)[0], loss)
 
 
 @pytest.mark.parametrize("kind", ["l1", "mse"])
@@ -93,7 +94,7 @@ def test_joint_loss_kind(kind: str) -> None:
     batch = synthetic_batch(batch_size=4, obs_history=1, action_horizon=4, image_size=(16, 16))
     with torch.no_grad():
         out = model.predict(batch)
-        _, metrics = model(batch)
+        _, metrics = bc_loss(model(batch), batch, model.cfg)
     diff = out[keys.ACTION_A] - batch[keys.ACTION_A]
     want = diff.abs().mean() if kind == "l1" else diff.square().mean()
     torch.testing.assert_close(metrics["joint_a"], want)
@@ -209,10 +210,10 @@ def test_overfits_a_tiny_batch(name: str) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     first = None
     for _ in range(150):
-        loss, _ = model(batch)
+        loss, _ = bc_loss(model(batch), batch, model.cfg)
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    final = model(batch)[0].item()
+    final = bc_loss(model(batch), batch, model.cfg)[0].item()
     assert final < first / 10, (first, final)

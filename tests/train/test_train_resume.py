@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("torch")
 
 from teamvla_schema.config import dump_yaml
-from teamvla_train.checkpointing import read_latest
-from teamvla_train.metrics import read_metrics
+from teamvla_train.engine.checkpointing import read_latest
+from teamvla_train.engine.metrics import read_metrics
 from train_testlib import REPO, tiny_config, write_tiny_dataset
 
 STEPS = 60

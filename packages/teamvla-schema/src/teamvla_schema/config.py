@@ -6,7 +6,8 @@
 * A file may name the files it builds on: ``extends: [common.yaml]`` (paths
   relative to the file). Every file of the ``extends`` tree is applied once,
   bases before the files that build on them, in the order listed; mappings
-  merge recursively, everything else (lists included) is replaced.
+  merge recursively, everything else (lists included) is replaced. Bases stay
+  inside the config tree (see :func:`load_config`).
 * Command-line overrides are dotted keys parsed as YAML values:
   ``optim.lr=3e-4 dataset.tasks=[lift,handoff]``.
 * Each package validates its own section against a typed dataclass with
@@ -25,8 +26,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib.util
+import math
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -41,6 +45,12 @@ from teamvla_schema.errors import SchemaError
 
 T = TypeVar("T")
 EXTENDS_KEY = "extends"
+#: Largest config file (and YAML text) read; real configs are a few kB.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Deepest nesting of YAML collections (after expanding aliases); configs nest < 10 deep.
+MAX_YAML_DEPTH = 64
+#: Most YAML nodes a document may hold once its aliases are expanded (stops alias bombs).
+MAX_YAML_NODES = 50_000
 OVERRIDE_SOURCE = "override"
 DEFAULT_SOURCE = "default"
 SECTIONS_GROUP = "teamvla.config_sections"
@@ -104,10 +114,113 @@ _CORE_RESOLVERS: list[tuple[str, str, str]] = [
 ]
 
 
+def _yaml_error(problem: str, mark: Any) -> yaml.YAMLError:
+    return yaml.composer.ComposerError(None, None, problem, mark)
+
+
 class _SafeLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema scalar resolution."""
+    """SafeLoader with YAML 1.2 core-schema scalars and limits on size, nesting and aliases.
+
+    Only plain data tags are constructed (null, bool, int, float, str, seq,
+    map): ``!!python/...``, ``!!binary``, ``!!set``, ``!!timestamp``, ``!!omap``
+    and ``!!pairs`` are refused. A document with more than
+    :data:`MAX_YAML_NODES` values (counting what its aliases expand to: a
+    "billion laughs" bomb), collections nested deeper than
+    :data:`MAX_YAML_DEPTH` (aliases expanded too), or a node that contains
+    itself through an alias is refused while composing, before anything is
+    constructed.
+    """
+
+    _depth = 0  # collections being composed, outermost first
+    _nodes = 0  # nodes composed so far
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):  # no new node: checked by _check_expansion
+            return super().compose_node(parent, index)
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise _yaml_error(
+                f"more than {MAX_YAML_NODES} values; a config is not a data file",
+                self.peek_event().start_mark,
+            )
+        if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _yaml_error(
+                    f"collections nested more than {MAX_YAML_DEPTH} levels deep",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
 
 
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that is cyclic, or too big or too deep once aliases are expanded.
+
+    Memoised per node, so an alias bomb costs the size of its text, not of its expansion.
+    """
+    memo: dict[int, tuple[int, int]] = {}  # id(node) -> (values, collection height)
+    active: set[int] = set()
+
+    def too_deep(node: yaml.Node) -> yaml.YAMLError:
+        return _yaml_error(
+            f"aliases expand to collections nested more than {MAX_YAML_DEPTH} levels deep",
+            node.start_mark,
+        )
+
+    def walk(node: yaml.Node, depth: int) -> tuple[int, int]:
+        """(values, height) of ``node``, a collection at nesting ``depth`` or a scalar in one."""
+        key = id(node)
+        if key in active:
+            raise _yaml_error("an alias refers to a collection that contains it", node.start_mark)
+        if key not in memo:
+            if isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            else:
+                children = None
+            size, height = 1, 0
+            if children is not None:
+                if depth > MAX_YAML_DEPTH:
+                    raise too_deep(node)
+                active.add(key)
+                height = 1
+                for child in children:
+                    child_size, child_height = walk(child, depth + 1)
+                    size += child_size
+                    height = max(height, child_height + 1)
+                    if size > MAX_YAML_NODES:
+                        raise _yaml_error(
+                            f"aliases expand to more than {MAX_YAML_NODES} values (an alias bomb?)",
+                            node.start_mark,
+                        )
+                active.discard(key)
+            memo[key] = (size, height)
+        size, height = memo[key]
+        if depth + height - 1 > MAX_YAML_DEPTH:
+            raise too_deep(node)
+        return size, height
+
+    walk(root, 1)
+
+
+# Only the plain-data constructors of SafeLoader (None: the one that refuses unknown tags).
+_SafeLoader.yaml_constructors = {
+    tag: constructor
+    for tag, constructor in yaml.SafeLoader.yaml_constructors.items()
+    if tag is None
+    or tag.rsplit(":", 1)[-1] in {"null", "bool", "int", "float", "str", "seq", "map"}
+}
 # Own (empty) table: none of YAML 1.1's resolvers are inherited.
 _SafeLoader.yaml_implicit_resolvers = {}
 
@@ -148,11 +261,31 @@ _SafeDumper.add_representer(str, _represent_str)
 
 
 def parse_yaml(text: str, *, source: str = "<string>") -> Any:
-    """Parse YAML text with the safe loader (YAML 1.2 core scalars: ``3e-4`` is a float)."""
+    """Parse YAML text with the safe loader (YAML 1.2 core scalars: ``3e-4`` is a float).
+
+    Plain data only; see :class:`_SafeLoader` for the tags and sizes refused.
+    Aliases become independent copies, so that changing one place (an
+    override) never changes another.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"invalid YAML: {len(text)} characters, more than the {MAX_CONFIG_BYTES} a config may hold",
+            source=source,
+        )
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader subclass: no object tags
+        data = yaml.load(text, Loader=_SafeLoader)  # a SafeLoader subclass: no object tags
     except (yaml.YAMLError, ValueError, RecursionError) as exc:
         raise ConfigError(f"invalid YAML: {exc}", source=source) from None
+    return _unshare(data)
+
+
+def _unshare(data: Any) -> Any:
+    """``data`` with every list and dict a distinct object (aliases share them)."""
+    if isinstance(data, dict):
+        return {k: _unshare(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_unshare(v) for v in data]
+    return data
 
 
 def dump_yaml(data: Any) -> str:
@@ -230,16 +363,64 @@ def _display(path: Path) -> str:
     return str(path) if rel.startswith(os.pardir) else rel
 
 
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+)
+
+
+def _not_a_file(mode: int) -> str | None:
+    """What a non-regular file is ("a directory", ...), or None for a regular file."""
+    for test, kind in (
+        (stat.S_ISREG, None),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _read_text(path: Path, shown: str) -> str:
+    """A config file's text: regular files only, at most :data:`MAX_CONFIG_BYTES`, UTF-8.
+
+    Devices and FIFOs are refused from ``stat`` without being opened; the open
+    is non-blocking and checked again, so a FIFO swapped in meanwhile cannot hang it.
+    """
+    kind: str | None = None
+    try:
+        kind = _not_a_file(os.stat(path).st_mode)
+        if not kind:
+            fd = os.open(path, _OPEN_FLAGS)
+            with open(fd, "rb") as fh:
+                kind = _not_a_file(os.fstat(fd).st_mode)
+                raw = b"" if kind else fh.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read config file: {reason}", source=shown) from None
+    if kind:
+        raise ConfigError(f"cannot read config file: it is {kind}, not a file", source=shown)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file is larger than {MAX_CONFIG_BYTES} bytes; is it really a config?",
+            source=shown,
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file is not UTF-8 text: {exc}", source=shown) from None
+
+
 def _read_file(path: Path) -> tuple[dict[str, Any], list[str]]:
     """One file's own mapping (without ``extends``) and the base file names it lists."""
     shown = _display(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", source=shown) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file is not UTF-8 text: {exc}", source=shown) from None
-    data = parse_yaml(text, source=shown)
+    data = parse_yaml(_read_text(path, shown), source=shown)
     if data is None:  # an empty file (or only comments)
         data = {}
     if not isinstance(data, dict):
@@ -261,13 +442,100 @@ def _read_file(path: Path) -> tuple[dict[str, Any], list[str]]:
     return data, bases
 
 
+def _config_tree(top: Path) -> list[Path]:
+    """The folders ``extends`` may reach from the top-level file ``top`` (resolved).
+
+    The top-level file's folder; and the working directory (the project) when
+    ``top`` lies below it, unless that is a file-system root.
+    """
+    roots = [top.parent]
+    try:
+        cwd = Path.cwd().resolve()
+    except (OSError, ValueError):
+        return roots
+    if cwd != Path(cwd.anchor) and top.is_relative_to(cwd) and cwd != top.parent:
+        roots.append(cwd)
+    return roots
+
+
+def _package_config_dirs() -> list[Path]:
+    """The ``default_configs`` folders of the installed packages that define config sections.
+
+    Found from the ``teamvla.config_sections`` entry points without importing
+    the packages.
+    """
+    found: list[Path] = []
+    for ep in section_entry_points().values():
+        top = ep.value.split(":", 1)[0].split(".", 1)[0]
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            folder = Path(location) / "default_configs"
+            if folder.is_dir() and folder.resolve() not in found:
+                found.append(folder.resolve())
+    return found
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
+def _resolve_base(parent: Path, base: str, tree: Sequence[Path]) -> Path:
+    """The file ``base`` (an ``extends`` entry of ``parent``) names, checked against the rules.
+
+    A base is a path relative to ``parent``'s folder that resolves (symbolic
+    links followed) inside the config tree (:func:`_config_tree`), or a file of
+    an installed package's ``default_configs``; absolute paths name only the
+    latter. It must be a regular file.
+    """
+    shown = _display(parent)
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"base file {base!r} {why}", key=EXTENDS_KEY, source=shown)
+
+    try:
+        written = Path(base)
+        resolved = Path(os.path.realpath(parent.parent / written))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        raise refuse(f"cannot be resolved: {exc}") from None
+    if written.is_absolute() or written.anchor:
+        if not _inside(resolved, _package_config_dirs()):
+            raise refuse(
+                "is an absolute path; write it relative to this file (only the default "
+                "configs of installed packages may be named absolutely)"
+            )
+    elif not _inside(resolved, tree) and not _inside(resolved, _package_config_dirs()):
+        roots = " or ".join(_display(root) or "." for root in tree)
+        raise refuse(
+            f"resolves to {_display(resolved)}, outside the config tree ({roots}); a base must "
+            "lie in the folder of the top-level config (or the working directory, when that "
+            "holds the top-level config)"
+        )
+    try:
+        mode = os.stat(resolved).st_mode
+    except FileNotFoundError:
+        raise refuse(f"not found (looked for {_display(resolved)})") from None
+    except OSError as exc:
+        raise refuse(f"cannot be read: {exc.strerror or exc}") from None
+    kind = _not_a_file(mode)
+    if kind:
+        raise refuse(f"is {kind}, not a config file")
+    return resolved
+
+
 def _linearise(
     path: Path,
     stack: tuple[Path, ...],
     done: set[Path],
     order: list[tuple[Path, dict[str, Any]]],
+    tree: Sequence[Path],
 ) -> None:
-    """Depth-first post-order over the ``extends`` tree: bases first, each file once."""
+    """Depth-first post-order over the ``extends`` tree: bases first, each file once.
+
+    ``tree`` holds the folders bases may come from (:func:`_config_tree`).
+    """
     if path in stack:
         chain = " -> ".join(_display(p) for p in (*stack, path))
         raise ConfigError(
@@ -279,14 +547,7 @@ def _linearise(
         return
     data, bases = _read_file(path)
     for base in bases:
-        base_path = (path.parent / base).resolve()
-        if not base_path.is_file():
-            raise ConfigError(
-                f"base file {base!r} not found (looked for {_display(base_path)})",
-                key=EXTENDS_KEY,
-                source=_display(path),
-            )
-        _linearise(base_path, (*stack, path), done, order)
+        _linearise(_resolve_base(path, base, tree), (*stack, path), done, order, tree)
     done.add(path)
     order.append((path, data))
 
@@ -340,12 +601,26 @@ def apply_overrides(
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> LoadedConfig:
     """Load a config file with its ``extends`` tree and apply dotted ``overrides``.
 
-    Raises :class:`ConfigError` for a missing or unreadable file, invalid YAML,
-    a file that is not a mapping, a circular ``extends`` and bad override
-    syntax. The result is not validated yet: see :func:`validate_config`.
+    Raises :class:`ConfigError` for a missing or unreadable file (a directory,
+    FIFO or device is not read), invalid or oversized YAML, a file that is not
+    a mapping, a circular ``extends``, a base outside the config tree and bad
+    override syntax. The result is not validated yet: see
+    :func:`validate_config`.
+
+    The config tree: every ``extends`` entry is a path relative to the file
+    that lists it and must resolve (symbolic links followed) inside the folder
+    of the top-level file ``path`` or, when ``path`` lies below the working
+    directory, inside the working directory. Absolute paths are refused. Files
+    in the ``default_configs`` folder of an installed TeamVLA package are
+    allowed from anywhere.
     """
     order: list[tuple[Path, dict[str, Any]]] = []
-    _linearise(Path(path).resolve(), (), set(), order)
+    try:
+        # realpath, not Path.resolve: it leaves a symlink loop for the read to report
+        top = Path(os.path.realpath(path))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        raise ConfigError(f"cannot read config file: {exc}", source=str(path)) from None
+    _linearise(top, (), set(), order, _config_tree(top))
     sources: dict[str, str] = {}
     data: dict[str, Any] = {}
     for file_path, file_data in order:
@@ -401,6 +676,7 @@ def field(
     doc: str = "",
     pattern: str | None = None,
     expected: str | None = None,
+    allow_nonfinite: bool = False,
     **bounds: Any,
 ) -> Any:
     """A config dataclass field with a docstring and checks.
@@ -408,11 +684,15 @@ def field(
     ``ge``/``gt``/``le``/``lt`` bound a number (every item of a list of
     numbers); ``pattern`` is a regular expression a string must match in full,
     and ``expected`` describes it in error messages (``"'cpu' or 'cuda:N'"``).
+    Floats must be finite (no ``.nan``, ``.inf``, ``1e999``), anywhere in the
+    value, unless ``allow_nonfinite=True`` or the default itself is not finite.
     """
     unknown = set(bounds) - set(_BOUNDS)
     if unknown:
         raise TypeError(f"unknown field check(s) {sorted(unknown)}; use ge, gt, le, lt, pattern")
     metadata: dict[str, Any] = {"doc": doc, **bounds}
+    if allow_nonfinite:
+        metadata["allow_nonfinite"] = True
     if pattern is not None:
         re.compile(pattern)  # fail at class definition, not at first use
         metadata["pattern"] = pattern
@@ -505,7 +785,10 @@ def _coerce(value: Any, tp: Any, key: str, source: str | None, cfg: LoadedConfig
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond ±1.8e308
+                fail("a number a float can hold (within ±1.8e308)")
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -516,6 +799,30 @@ def _coerce(value: Any, tp: Any, key: str, source: str | None, cfg: LoadedConfig
     else:
         raise TypeError(f"unsupported config field type {tp!r} at {key}")
     fail(_type_name(tp))
+
+
+def _allows_nonfinite(f: dataclasses.Field[Any]) -> bool:
+    """Whether a field accepts NaN and ±inf: declared so, or its own default is one."""
+    if f.metadata.get("allow_nonfinite"):
+        return True
+    return isinstance(f.default, float) and not math.isfinite(f.default)
+
+
+def _check_finite(value: Any, key: str, source: str | None) -> None:
+    """Refuse NaN and ±inf anywhere in ``value`` (nested dataclasses check their own fields)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(
+            f"expected a finite number, received {value!r} (NaN, .inf and numbers beyond "
+            "±1.8e308 such as 1e999 are refused unless the field allows them)",
+            key=key,
+            source=source,
+        )
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{key}[{i}]", source)
+    elif isinstance(value, Mapping):
+        for k, item in value.items():
+            _check_finite(item, f"{key}.{k}", source)
 
 
 def _check_value(value: Any, meta: Mapping[str, Any], key: str, source: str | None) -> None:
@@ -589,6 +896,8 @@ def from_dict(
                 raise ConfigError("missing required key", key=dotted(name), source=src(key))
             continue
         value = _coerce(data[name], hints[name], dotted(name), src(dotted(name)), config)
+        if not _allows_nonfinite(f):
+            _check_finite(value, dotted(name), src(dotted(name)))
         _check_value(value, f.metadata, dotted(name), src(dotted(name)))
         kwargs[name] = value
     try:

@@ -20,7 +20,7 @@ def _default_run_dir(output_dir: str, config_path: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Load and validate the whole config, then train (see :func:`teamvla_train.bc_trainer.train`)."""
+    """Load and validate the whole config, then train (see :func:`teamvla_train.engine.train`)."""
     from teamvla_schema.config import load_config
 
     from teamvla_train.config import resolve_train_config
@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.out) if args.out else None
     if run_dir is None:
         if args.resume and args.resume != "auto":
-            from teamvla_train.checkpointing import resolve_checkpoint
+            from teamvla_train.engine.checkpointing import resolve_checkpoint
 
             # A checkpoint path: its run directory is three levels up (<run>/checkpoints/<task>/x.ckpt).
             run_dir = resolve_checkpoint(args.resume).parents[2]
@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         raise SchemaError("--resume auto needs --out RUN_DIR (the run directory to continue)")
 
-    from teamvla_train.bc_trainer import train
+    from teamvla_train.engine import train
 
     result = train(
         cfg, run_dir=run_dir, device=args.device, resume=args.resume, progress=not args.no_progress

@@ -19,7 +19,7 @@ from teamvla_data import batch as keys
 from teamvla_data import make_dataloader
 from teamvla_data.stats import NormalizationStats
 
-from teamvla_train.distributed import SINGLE_PROCESS, DistInfo
+from teamvla_train.engine.distributed import SINGLE_PROCESS, DistInfo
 from teamvla_train.normalization import FIELDS, Affine
 
 if TYPE_CHECKING:

@@ -167,8 +167,8 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Record (if needed), train, evaluate; print the table; return what ``results.json`` holds."""
-    from teamvla_train.bc_trainer import train
     from teamvla_train.config import resolve_train_config
+    from teamvla_train.engine import train
     from teamvla_train.evaluation import evaluate_policy, format_table, plot_run, write_json
     from teamvla_train.policy import load_policy
 

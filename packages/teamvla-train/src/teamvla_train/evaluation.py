@@ -496,7 +496,7 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
 
 def run_dir_of(checkpoint: str | os.PathLike[str]) -> Path | None:
     """The run directory a checkpoint belongs to (the one holding ``metrics.jsonl``), if any."""
-    from teamvla_train.metrics import METRICS_FILE
+    from teamvla_train.engine.metrics import METRICS_FILE
 
     p = Path(checkpoint).resolve()
     for parent in [p, *p.parents][:5]:
@@ -507,7 +507,7 @@ def run_dir_of(checkpoint: str | os.PathLike[str]) -> Path | None:
 
 def plot_run(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None) -> Path:
     """Training-curve PNG of a run directory (or of a metrics JSONL file)."""
-    from teamvla_train.metrics import METRICS_FILE
+    from teamvla_train.engine.metrics import METRICS_FILE
     from teamvla_train.plots import plot_training_curves
 
     src = Path(run_dir)
@@ -531,7 +531,7 @@ def run_eval_command(
     progress: bool = True,
 ) -> int:
     """The ``teamvla eval`` command: evaluate, print the table, write ``eval.json``."""
-    from teamvla_train.checkpointing import resolve_checkpoint
+    from teamvla_train.engine.checkpointing import resolve_checkpoint
     from teamvla_train.policy import load_policy
 
     if len(checkpoints) > 2:

@@ -135,14 +135,14 @@ def plot_training_curves(
     Panels: train and validation losses (every ``*loss*`` key, log scale), the
     learning rate, and the time per step split into data wait and compute (ms),
     with the data share in the legend. Records need ``split`` and ``step``
-    keys (the trainer's :class:`~teamvla_train.metrics.MetricsLogger` format).
+    keys (the trainer's :class:`~teamvla_train.engine.metrics.MetricsLogger` format).
     """
     import matplotlib
 
     matplotlib.use("Agg")  # headless; must precede pyplot
     import matplotlib.pyplot as plt
 
-    from teamvla_train.metrics import read_metrics
+    from teamvla_train.engine.metrics import read_metrics
 
     if isinstance(metrics, str | os.PathLike):
         try:

@@ -349,7 +349,7 @@ def load_policy(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     ``path`` may be a ``.ckpt`` file, a ``latest`` pointer file, or a run
     directory / checkpoint directory holding one.
     """
-    from teamvla_train.checkpointing import resolve_checkpoint
+    from teamvla_train.engine.checkpointing import resolve_checkpoint
 
     ckpt_path = resolve_checkpoint(path)
     return policy_from_checkpoint_dict(load_checkpoint(ckpt_path), device=device, path=ckpt_path)

@@ -21,7 +21,6 @@ import torch
 from teamvla_data.batch import (
     ACTION_A,
     ACTION_B,
-    ACTION_IS_PAD,
     GRIP_A,
     GRIP_B,
     INSTRUCTION,
@@ -34,7 +33,6 @@ from teamvla_data.batch import (
 from torch import nn
 
 from teamvla_train.config import ModelConfig
-from teamvla_train.models import losses
 from teamvla_train.models.encoders import CameraEncoder, HashedTextEncoder, ProprioEncoder
 
 ARMS = ("a", "b")
@@ -43,8 +41,8 @@ ARMS = ("a", "b")
 class BimanualPolicy(nn.Module):
     """Base class of the bimanual VLA policies.
 
-    ``forward(batch) -> (loss, metrics)`` for training; :meth:`predict` for
-    inference. ``batch`` follows the contract of :mod:`teamvla_data.batch`
+    ``forward(batch)`` (= :meth:`predict`) maps observations to normalised
+    action chunks and gripper logits; the losses live with the algorithms. ``batch`` follows the contract of :mod:`teamvla_data.batch`
     (images may be uint8 or float in [0, 1]).
     """
 
@@ -160,25 +158,9 @@ class BimanualPolicy(nn.Module):
             GRIP_B: grip[:, 1],
         }
 
-    def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Masked BC loss and metrics (detached scalar tensors: no host sync here)."""
-        out = self.predict(batch)
-        pad = batch[ACTION_IS_PAD]
-        cfg = self.cfg
-        terms = {}
-        for arm, act, grip in (("a", ACTION_A, GRIP_A), ("b", ACTION_B, GRIP_B)):
-            terms[f"joint_{arm}"] = losses.joint_loss(out[act], batch[act], pad, cfg.joint_loss)
-            terms[f"grip_{arm}"] = losses.grip_loss(out[grip], batch[grip], pad)
-        loss = cfg.joint_weight * (terms["joint_a"] + terms["joint_b"]) + cfg.grip_weight * (
-            terms["grip_a"] + terms["grip_b"]
-        )
-        metrics = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
-        with torch.no_grad():
-            metrics["grip_acc"] = 0.5 * (
-                losses.grip_accuracy(out[GRIP_A], batch[GRIP_A], pad)
-                + losses.grip_accuracy(out[GRIP_B], batch[GRIP_B], pad)
-            )
-        return loss, metrics
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The network's outputs (:meth:`predict`); losses belong to the algorithms (``teamvla_train.algos``)."""
+        return self.predict(batch)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""

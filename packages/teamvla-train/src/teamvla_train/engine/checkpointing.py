@@ -1,4 +1,4 @@
-"""Checkpoint files of a run: names, the ``latest`` pointer, keep-last-K, finding where to resume, RNG state.
+"""Checkpoint files of a run: names, the ``latest`` pointer, keep-last-K, finding where to resume.
 
 Layout of a run directory::
 
@@ -26,17 +26,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from teamvla_schema import SchemaError, load_checkpoint, read_checkpoint_info
-from teamvla_schema.atomic import TMP_SUFFIX, atomic_write_text
+from teamvla_schema.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -339,123 +336,9 @@ def find_resume_point(ckpt_dir: Path) -> ResumePoint | None:
     )
 
 
-_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)-[0-9a-f]+" + re.escape(TMP_SUFFIX))
-
-
-def _process_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # cannot tell: keep the file
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # e.g. another user's process
-    return True
-
-
-def remove_stale_temporaries(ckpt_dir: Path) -> list[str]:
-    """Delete unfinished checkpoint and pointer writes of processes that no longer run.
-
-    A run killed while writing leaves its hidden temporary file
-    (``.<name>.<pid>-<random>.tmp``, see :mod:`teamvla_schema.atomic`); as big as
-    a checkpoint, such files would pile up over repeated kills. Files of live
-    processes and every other file are left alone. Returns the deleted names.
-    """
-    if not ckpt_dir.is_dir():
-        return []
-    removed = []
-    for p in sorted(ckpt_dir.iterdir()):
-        m = _TEMPORARY.fullmatch(p.name)
-        if m is None or not (is_checkpoint_name(m["target"]) or m["target"] == LATEST):
-            continue
-        pid = int(m["pid"])
-        if pid == os.getpid() or _process_alive(pid):
-            continue
-        try:
-            p.unlink()
-        except OSError as exc:
-            log.warning("could not delete the unfinished write %s: %s", p, exc)
-            continue
-        removed.append(p.name)
-    return removed
-
-
-def remove_failed_write(ckpt_dir: Path, name: str) -> list[str]:
-    """Delete the temporary files this process left for ``name``; return those that remain.
-
-    A write that fails on a full disk can leave its temporary file behind (closing
-    the file flushes buffered bytes, which fails again); it would hold on to the
-    very space that ran out.
-    """
-    remaining = []
-    prefix = f".{name}.{os.getpid()}-"
-    for p in ckpt_dir.glob(f".{name}.*{TMP_SUFFIX}") if ckpt_dir.is_dir() else []:
-        if not p.name.startswith(prefix) or _TEMPORARY.fullmatch(p.name) is None:
-            continue
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("could not delete the unfinished write %s: %s", p, exc)
-            remaining.append(p.name)
-    return remaining
-
-
 def write_pointer(ckpt_dir: Path, pointer: Mapping[str, Any]) -> None:
     """Write a ``latest`` pointer atomically (used to repair one before a resumed run continues)."""
     problem = _pointer_problem(dict(pointer))
     if problem is not None:
         raise ValueError(f"refusing to write a bad pointer: {problem}")
     atomic_write_text(ckpt_dir / LATEST, json.dumps(dict(pointer), indent=1) + "\n")
-
-
-# --------------------------------------------------------------------------- RNG state
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy and torch (CPU and every CUDA device) generator states, checkpoint-ready."""
-    version, py_state, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
-    state: dict[str, Any] = {
-        "python": {
-            "version": version,
-            "state": np.asarray(py_state, dtype=np.uint64),
-            "gauss": gauss,
-        },
-        "numpy": {
-            "name": np_name,
-            "keys": np_keys,
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "gauss": float(np_gauss),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state` (arrays as loaded by ``load_checkpoint``)."""
-    py = state["python"]
-    random.setstate(
-        (int(py["version"]), tuple(int(x) for x in np.asarray(py["state"])), py["gauss"])
-    )
-    nps = state["numpy"]
-    np.random.set_state(
-        (
-            nps["name"],
-            np.asarray(nps["keys"], dtype=np.uint32),
-            nps["pos"],
-            nps["has_gauss"],
-            nps["gauss"],
-        )
-    )
-    torch.set_rng_state(torch.from_numpy(np.array(state["torch"], dtype=np.uint8)))
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = [torch.from_numpy(np.array(s, dtype=np.uint8)) for s in state["cuda"]]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
