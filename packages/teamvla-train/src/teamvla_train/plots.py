@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,48 @@ def plot_training_curves(
     axes[-1, 0].set_xlabel("optimiser step")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_dagger_iterations(
+    records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
+) -> Path:
+    """PNG of DAgger's per-iteration closed-loop success per task (the policy alone) and expert share.
+
+    ``records`` are the ``dagger_iteration`` / ``dagger_final`` metric events:
+    the success measured before iteration i's data was collected sits at x = i,
+    the final measurement at x = the number of iterations.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [r for r in records if r.get("event") in ("dagger_iteration", "dagger_final")]
+    tasks = sorted({k[len("success_") :] for r in points for k in r if k.startswith("success_")})
+    if not points or not tasks:
+        raise SchemaError("no DAgger success measurements to plot")
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    for task in tasks:
+        xs = [int(r["iteration"]) for r in points if f"success_{task}" in r]
+        ys = [100.0 * float(r[f"success_{task}"]) for r in points if f"success_{task}" in r]
+        ax.plot(xs, ys, marker="o", label=task)
+    ax.set_ylabel("success, policy alone (%)")
+    ax.set_ylim(-5, 105)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    its = [r for r in points if r.get("event") == "dagger_iteration"]
+    ax2.bar(
+        [int(r["iteration"]) for r in its], [100.0 * float(r["intervention_rate"]) for r in its]
+    )
+    ax2.set_ylabel("expert-executed steps (%)")
+    ax2.set_xlabel("DAgger iteration (data sets aggregated before the measurement)")
+    ax2.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

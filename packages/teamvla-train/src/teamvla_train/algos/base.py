@@ -70,6 +70,7 @@ class StepOutput:
     data_time: float = 0.0  # seconds waiting for data
     compute_time: float = 0.0  # seconds computing
     epoch_end: bool = False  # a pass over the algorithm's data ended with this update
+    checkpoint: bool = False  # checkpoint now, whatever the cadence (e.g. new data arrived)
     events: list[dict[str, Any]] = field(default_factory=list)  # extra JSONL records
 
 

@@ -232,13 +232,18 @@ class DAgger:
         out = self.bc.train_step()
         self.step += 1
         out.events.extend(events)
-        out.epoch_end = bool(events)  # checkpoint right after new data arrived
+        out.checkpoint = bool(
+            events
+        )  # right after new data arrived: a resume will not collect it again
         if self.step == self._total and self.d.eval_episodes_per_task:
             success = self.measure()
             final = {"event": "dagger_final", "iteration": self.iteration}
             final.update({f"success_{t}": v for t, v in success.items()})
             self.history.append(final)
             out.events.append(final)
+            from teamvla_train.plots import plot_dagger_iterations
+
+            plot_dagger_iterations(self.history, self.root / "iterations.png")
         return out
 
     def validate(self) -> dict[str, float]:

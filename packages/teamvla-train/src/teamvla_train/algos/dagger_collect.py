@@ -177,7 +177,7 @@ def _play_group(
         writer.start_episode(
             {
                 "task": task,
-                "episode_id": f"{task}-{index:06d}",
+                "episode_id": f"{task}-dagger{iteration:03d}-{index:06d}",
                 "user": {
                     "generator": "teamvla_train.dagger",
                     "seed": seeds[i],

@@ -278,7 +278,7 @@ def run(engine: Engine, *, progress: bool = True) -> TrainResult:
             if lines is not None:
                 lines.val(step, last_val)
         periodic = bool(cfg.trainer.ckpt_every) and step % cfg.trainer.ckpt_every == 0
-        if periodic or (out.epoch_end and not cfg.trainer.ckpt_every):
+        if periodic or out.checkpoint or (out.epoch_end and not cfg.trainer.ckpt_every):
             save_checkpoint(engine, end_of_epoch=not periodic, metrics=_final_metrics(last_train, last_val))  # fmt: skip
             checkpointed_at = step
     bar.close()
