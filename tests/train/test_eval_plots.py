@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from teamvla_schema.errors import SchemaError
-from teamvla_train.evaluation import format_table, plot_run
+from teamvla_train.eval_report import format_table, plot_run
 from teamvla_train.plots import plot_training_curves, rollout_gif, rollout_strip
 
 

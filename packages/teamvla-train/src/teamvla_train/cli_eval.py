@@ -11,7 +11,7 @@ import argparse
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate one or more checkpoints; print the table, write JSON (and pictures)."""
-    from teamvla_train.evaluation import run_eval_command
+    from teamvla_train.eval_report import run_eval_command
 
     return run_eval_command(
         checkpoints=args.checkpoint,
@@ -28,7 +28,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Plot a run directory's training curves."""
-    from teamvla_train.evaluation import plot_run
+    from teamvla_train.eval_report import plot_run
 
     path = plot_run(args.run_dir, out=args.output)
     print(f"wrote {path}")
@@ -47,6 +47,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config=args.config,
         overrides=args.overrides,
         progress=not args.no_progress,
+        algo=args.algo,
     )
     return 0
 
@@ -123,6 +124,12 @@ def register_eval_commands(sub: argparse._SubParsersAction) -> None:
         "--quick",
         action="store_true",
         help="tiny dataset/training/eval (about a minute; for tests)",
+    )
+    p.add_argument(
+        "--algo",
+        choices=["bc", "dagger"],
+        default=None,
+        help="training algorithm (default: the demo config's, behaviour cloning)",
     )
     p.add_argument("--device", default=None, help="cpu (default) | cuda | cuda:N")
     p.add_argument(

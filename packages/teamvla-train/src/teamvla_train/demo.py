@@ -1,5 +1,9 @@
 """``teamvla demo``: the whole pipeline on one machine, CPU by default, in about ten minutes.
 
+With ``--algo dagger`` DAgger (the config's ``dagger:`` section) replaces
+steps 1 and 2: it records its own demonstrations and expert-labelled
+rollouts inside ``OUT/runs/dagger-<model>``; pictures go to ``OUT/pictures/dagger-<model>``.
+
 1. **Record** a dataset with the scripted experts into ``OUT/data`` unless it
    already holds episodes (``eval.demo_episodes_per_task`` per task, recorded
    at the model's image size with ``eval.demo_workers`` processes).
@@ -59,6 +63,13 @@ QUICK_OVERRIDES: tuple[str, ...] = (
     "trainer.val_every=10",
     "trainer.val_batches=2",
     "scheduler.warmup_steps=5",
+    "dagger.demos_per_task=3",
+    "dagger.image_size=32",
+    "dagger.initial_steps=10",
+    "dagger.iterations=1",
+    "dagger.episodes_per_iteration=2",
+    "dagger.steps_per_iteration=10",
+    "dagger.eval_episodes_per_task=0",
 )
 
 
@@ -73,11 +84,13 @@ def demo_config(
     model: str | None = None,
     quick: bool = False,
     overrides: Sequence[str] = (),
+    algo: str | None = None,
 ) -> LoadedConfig:
-    """The demo's resolved config: the file, then ``--quick``, ``--model`` and user overrides."""
+    """The demo's resolved config: the file, then ``--quick``, ``--model``, ``--algo`` and user overrides."""
     all_overrides = [
         *(QUICK_OVERRIDES if quick else ()),
         *([f"model.name={model}"] if model else []),
+        *([f"trainer.algo={algo}"] if algo else []),
         *overrides,
     ]
     return load_config(config or default_config_path(), all_overrides)
@@ -114,7 +127,7 @@ def record_if_missing(
     from teamvla_data.sim.record import generate_dataset
     from teamvla_schema import find_episodes
 
-    from teamvla_train.evaluation import write_json
+    from teamvla_train.eval_report import write_json
 
     wanted = {
         "tasks": list(tasks),
@@ -165,16 +178,22 @@ def run_demo(
     config: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
     progress: bool = True,
+    algo: str | None = None,
 ) -> dict[str, Any]:
-    """Record (if needed), train, evaluate; print the table; return what ``results.json`` holds."""
+    """Record (if needed), train, evaluate; print the table; return what ``results.json`` holds.
+
+    ``algo="dagger"`` trains with DAgger (the demo config's ``dagger:`` section),
+    which records its own expert demonstrations inside the run directory.
+    """
     from teamvla_train.config import resolve_train_config
     from teamvla_train.engine import train
-    from teamvla_train.evaluation import evaluate_policy, format_table, plot_run, write_json
+    from teamvla_train.eval_report import format_table, plot_run, write_json
+    from teamvla_train.evaluation import evaluate_policy
     from teamvla_train.policy import load_policy
 
     t_start = time.perf_counter()
     out_dir = Path(out).resolve()
-    loaded = demo_config(config=config, model=model, quick=quick, overrides=overrides)
+    loaded = demo_config(config=config, model=model, quick=quick, overrides=overrides, algo=algo)
     data_dir = out_dir / "data"
     # The demo owns where things go: everything under OUT, whatever the file says.
     dataset = _section(loaded, "dataset")
@@ -184,27 +203,44 @@ def run_demo(
     for key in ("dataset.roots", "dataset.cache_dir", "run.output_dir"):
         loaded.sources[key] = "teamvla demo"
     cfg = resolve_train_config(loaded)  # validates everything before any work
-    run_dir = out_dir / "runs" / (cfg.model.name + ("-quick" if quick else ""))
-    pictures = out_dir / "pictures"
+    dagger = cfg.trainer.algo == "dagger"
+    run_name = ("dagger-" if dagger else "") + cfg.model.name + ("-quick" if quick else "")
+    run_dir = out_dir / "runs" / run_name
+    if dagger:  # DAgger records its own demonstrations; offline evaluation reads them
+        data_dir = run_dir / "dagger" / "demos"
+        dataset["roots"] = [str(data_dir)]
+        cfg = resolve_train_config(loaded)
+    pictures = out_dir / "pictures" / run_name if dagger else out_dir / "pictures"
     tasks = list(cfg.dataset.tasks or cfg.eval.tasks)
 
-    _stage(f"1/3 data: {data_dir}", progress)
     t0 = time.perf_counter()
-    n_episodes, recorded = record_if_missing(
-        data_dir,
-        tasks=tasks,
-        episodes_per_task=cfg.eval.demo_episodes_per_task,
-        seed=cfg.run.seed,
-        workers=cfg.eval.demo_workers,
-        image_size=cfg.model.image_size,
-        num_joints=cfg.model.num_joints,
-        progress=progress,
-    )
+    if dagger:
+        _stage(f"1/3 data: recorded by DAgger itself under {run_dir / 'dagger'}", progress)
+        n_episodes, recorded = 0, False
+    else:
+        _stage(f"1/3 data: {data_dir}", progress)
+        n_episodes, recorded = record_if_missing(
+            data_dir,
+            tasks=tasks,
+            episodes_per_task=cfg.eval.demo_episodes_per_task,
+            seed=cfg.run.seed,
+            workers=cfg.eval.demo_workers,
+            image_size=cfg.model.image_size,
+            num_joints=cfg.model.num_joints,
+            progress=progress,
+        )
     t1 = time.perf_counter()
 
+    length = (
+        f"{cfg.dagger.initial_steps + cfg.dagger.iterations * cfg.dagger.steps_per_iteration} steps "
+        f"({cfg.dagger.iterations} DAgger iterations)"
+        if dagger
+        else f"{cfg.trainer.max_steps or cfg.trainer.epochs} "
+        f"{'steps' if cfg.trainer.max_steps else 'epochs'}"
+    )
     _stage(
-        f"2/3 training {cfg.model.name} for {cfg.trainer.max_steps or cfg.trainer.epochs} "
-        f"{'steps' if cfg.trainer.max_steps else 'epochs'} on {device or cfg.run.device}: {run_dir}",
+        f"2/3 training {cfg.model.name} with {cfg.trainer.algo} for {length} on "
+        f"{device or cfg.run.device}: {run_dir}",
         progress,
     )
     result = train(cfg, run_dir=run_dir, device=device, resume="auto", progress=progress)
@@ -234,8 +270,14 @@ def run_demo(
     t3 = time.perf_counter()
 
     closed = evaluation["closed_loop"]
+    if dagger:
+        from teamvla_train.engine.metrics import read_events
+
+        events = read_events(run_dir / "metrics.jsonl", "dagger_iteration")
+        n_episodes = cfg.dagger.demos_per_task * len(cfg.dagger.tasks) + sum(int(r["episodes"]) for r in events)  # fmt: skip
     results: dict[str, Any] = {
         "model": cfg.model.name,
+        "algo": cfg.trainer.algo,
         "quick": quick,
         "success_rate": {t: c["success_rate"] for t, c in closed.items()},
         "swap_success_rate": {t: c.get("swap_success_rate") for t, c in closed.items()},

@@ -116,3 +116,17 @@ def read_metrics(path: str | os.PathLike[str], split: str | None = "train") -> l
             if split is None or rec["split"] == split:
                 latest[(rec["split"], rec["step"])] = rec
     return [latest[k] for k in sorted(latest, key=lambda k: (k[1], k[0]))]
+
+
+def read_events(path: str | os.PathLike[str], event: str) -> list[dict[str, Any]]:
+    """Records whose ``event`` is ``event`` (e.g. ``dagger_iteration``), last one per step, by step."""
+    latest: dict[int, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # blank, or torn by a killed writer
+            if isinstance(rec, dict) and rec.get("event") == event:
+                latest[int(rec.get("step", -1))] = rec
+    return [latest[k] for k in sorted(latest)]
