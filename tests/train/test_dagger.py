@@ -1,0 +1,184 @@
+"""DAgger: beta schedules, expert labels on the states the policy visits, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from teamvla_data.sim import BimanualEnv, WorldConfig, expert_rng, make_expert
+from teamvla_schema import read_episode, validate_episode_file
+from teamvla_schema.config import dump_yaml
+from teamvla_schema.episode import find_episodes
+from teamvla_train.algos.dagger_collect import beta_at, collect_iteration, is_complete, read_stats
+from teamvla_train.engine.metrics import read_events
+from teamvla_train.policy import load_policy
+from train_testlib import REPO
+
+
+def test_beta_schedules() -> None:
+    linear = [beta_at(i, schedule="linear", beta0=1.0, rampdown=4) for i in range(6)]
+    assert linear == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    assert [beta_at(i, schedule="exponential", beta0=0.5, rampdown=1) for i in range(3)] == [
+        0.5,
+        0.25,
+        0.125,
+    ]
+    assert beta_at(7, schedule="constant", beta0=0.3, rampdown=1) == 0.3
+    assert beta_at(0, schedule="zero", beta0=1.0, rampdown=1) == 0.0
+    with pytest.raises(ValueError, match="unknown beta schedule"):
+        beta_at(0, schedule="cosine", beta0=1.0, rampdown=1)
+
+
+class StillPolicy:
+    """A chunk policy that always commands joint angles 0 with open grippers."""
+
+    obs_history = 0
+    action_horizon = 4
+
+    def predict_chunk(self, obs):
+        b = len(obs["instruction"])
+        n = obs["q_a"].shape[-1]
+        zeros = np.zeros((b, self.action_horizon, n), np.float32)
+        grip = np.zeros((b, self.action_horizon), np.float32)
+        return {"action_a": zeros, "action_b": zeros, "grip_a": grip, "grip_b": grip}
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_every_visited_state_is_labelled_with_the_expert_action(
+    tmp_path: Path, beta: float
+) -> None:
+    world = WorldConfig(image_size=16)
+    root = tmp_path / "iter"
+    stats = collect_iteration(
+        StillPolicy(),
+        root=root,
+        tasks=["lift", "drawer"],
+        episodes_per_task=2,
+        iteration=0,
+        beta=beta,
+        world=world,
+        batch_envs=3,
+    )
+    assert is_complete(root) and read_stats(root)["episodes"] == 4 == stats.episodes
+    assert stats.intervention_rate == beta
+    files = find_episodes(root)
+    assert len(files) == 4
+    for path in files:
+        validate_episode_file(path)
+        ep = read_episode(path)
+        seed, task = ep.meta.user["seed"], ep.meta.task
+        # Replay: the executed action was the expert's (beta 1) or the policy's zeros (beta 0);
+        # every recorded label must be what a fresh expert does in that very state.
+        env = BimanualEnv(world)
+        obs = env.reset(task, seed)
+        expert = make_expert(task, expert_rng(seed), env.task_cfgs[task])
+        for t in range(ep.meta.num_steps):
+            np.testing.assert_array_equal(ep.arrays["q_a"][t], obs["q_a"])
+            label = expert.act(env)
+            for key in ("action_a", "action_b", "grip_a", "grip_b"):
+                np.testing.assert_array_equal(ep.arrays[key][t], label[key])
+            if t == ep.meta.num_steps - 1:
+                break
+            executed = (
+                label
+                if beta == 1.0
+                else StillPolicy().predict_chunk({"instruction": [""], "q_a": obs["q_a"][None]})
+            )
+            if beta != 1.0:
+                executed = {k: v[0, 0] for k, v in executed.items()}
+            obs, _, _, _ = env.step(executed)
+    if beta == 1.0:
+        assert all(stats.success[t] == 1.0 for t in ("lift", "drawer"))  # the expert alone succeeds
+    else:
+        assert all(stats.success[t] == 0.0 for t in ("lift", "drawer"))  # holding still never does
+
+
+def _tiny_dagger_config(tmp_path: Path) -> Path:
+    cfg = {
+        "extends": ["configs/train_dagger.yaml"],
+        "dataset": {"batch_size": 16, "val_fraction": 0.2},
+        "model": {
+            "image_size": 16,
+            "conv_channels": [8, 16],
+            "conv_strides": [2, 2],
+            "hidden_dim": 32,
+        },
+        "trainer": {"log_every": 5, "val_every": 0, "ckpt_every": 0, "keep_last": 5},
+        "dagger": {
+            "tasks": ["lift", "handoff"],
+            "demos_per_task": 2,
+            "image_size": 16,
+            "initial_steps": 8,
+            "iterations": 2,
+            "episodes_per_iteration": 2,
+            "steps_per_iteration": 8,
+            "batch_envs": 4,
+            "eval_episodes_per_task": 2,
+        },
+    }
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    path = tmp_path / "dagger.yaml"
+    path.write_text(dump_yaml(cfg))
+    return path
+
+
+def _teamvla(*args: str) -> list[str]:
+    return [sys.executable, "-m", "teamvla_schema.cli", *args]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_dagger_killed_after_an_iteration_resumes_to_the_same_policy(tmp_path: Path) -> None:
+    cfg = _tiny_dagger_config(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ref = subprocess.run(
+        _teamvla("train", "--config", str(cfg), "--out", str(tmp_path / "ref"), "--no-progress"),
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240,
+    )  # fmt: skip
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    events = read_events(tmp_path / "ref" / "metrics.jsonl", "dagger_iteration")
+    assert [e["iteration"] for e in events] == [0, 1]
+    assert (tmp_path / "ref" / "dagger" / "iterations.png").is_file()
+
+    # Kill the second run as soon as iteration 0's data and its checkpoint exist.
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _teamvla("train", "--config", str(cfg), "--out", str(run), "--no-progress"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 200
+    ckpt_dir = run / "checkpoints" / "multi"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if is_complete(run / "dagger" / "iter_000") and list(ckpt_dir.glob("epoch_0001*.ckpt")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    resumed = subprocess.run(
+        _teamvla("train", "--config", str(cfg), "--out", str(run), "--resume", "auto", "--no-progress"),
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_policy(tmp_path / "ref").model.state_dict()
+    b = load_policy(run).model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    # Same expert-labelled data in both runs.
+    for i in (0, 1):
+        ref_files = sorted(
+            p.name for p in find_episodes(tmp_path / "ref" / "dagger" / f"iter_{i:03d}")
+        )
+        run_files = sorted(p.name for p in find_episodes(run / "dagger" / f"iter_{i:03d}"))
+        assert ref_files == run_files and len(ref_files) == 4
