@@ -159,7 +159,7 @@ def doc_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
         progress=False,
     )
     pytest.importorskip("torch")
-    from teamvla_train.bc_trainer import train
+    from teamvla_train.engine import train
 
     roots = f"dataset.roots=[{base / 'data' / 'episodes'}]"
     cfg = load_config(REPO / "configs" / "train_bc.yaml", [roots, *TINY_TRAIN])
@@ -205,6 +205,8 @@ def test_snippets_of(doc: Path, tmp_path: Path, doc_assets: Path, monkeypatch) -
             argv, runnable = tiny_argv(line)
             if argv is None:
                 continue
+            absolute = [a for a in argv if a.startswith("/")]
+            assert not absolute, f"{where}: use relative paths in documented commands: {absolute}"
             if not runnable:
                 parse_args(build_parser(), argv)  # the line is valid; it is not run here
                 continue

@@ -182,3 +182,14 @@ def test_dagger_killed_after_an_iteration_resumes_to_the_same_policy(tmp_path: P
         )
         run_files = sorted(p.name for p in find_episodes(run / "dagger" / f"iter_{i:03d}"))
         assert ref_files == run_files and len(ref_files) == 4
+
+
+def test_sections_of_other_algorithms_do_not_block_a_resume() -> None:
+    from teamvla_train.engine.resume import resume_config_changes
+
+    saved = {"trainer": {"algo": "bc", "max_steps": 5}, "dagger": {"iterations": 4}, "optim": {"lr": 1.0}}  # fmt: skip
+    now = {"trainer": {"algo": "bc", "max_steps": 9}, "dagger": {"iterations": 1}, "optim": {"lr": 1.0}}  # fmt: skip
+    assert resume_config_changes(saved, now) == []  # dagger.* is not read by a bc run
+    now_dagger = {**now, "trainer": {"algo": "dagger", "max_steps": 9}}
+    saved_dagger = {**saved, "trainer": {"algo": "dagger", "max_steps": 5}}
+    assert resume_config_changes(saved_dagger, now_dagger) == [("dagger.iterations", 4, 1)]

@@ -58,6 +58,9 @@ RESUME_MAY_DIFFER: tuple[str, ...] = (
 
 _ABSENT = object()
 
+#: Config sections read by one algorithm only (``trainer.algo``).
+ALGORITHM_SECTIONS = ("dagger",)
+
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings as ``{"a.b.c": value}`` (lists stay whole values)."""
@@ -88,12 +91,15 @@ def resume_config_changes(
 ) -> list[tuple[str, Any, Any]]:
     """``(dotted key, checkpoint value, new value)`` for every key outside :data:`RESUME_MAY_DIFFER` that differs.
 
-    A key missing on one side has the value ``"(absent)"`` there.
+    A key missing on one side has the value ``"(absent)"`` there. The sections of
+    algorithms other than the run's (``dagger`` in a ``bc`` run) do not matter.
     """
     old, new = _flatten(_with_defaults(saved)), _flatten(now)
+    algo = (now.get("trainer") or {}).get("algo", "bc")
+    unused = tuple(f"{name}." for name in ALGORITHM_SECTIONS if name != algo)
     changes = []
     for key in sorted(set(old) | set(new)):
-        if _may_differ(key):
+        if _may_differ(key) or key.startswith(unused):
             continue
         a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
         if a != b:
