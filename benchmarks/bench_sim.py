@@ -8,7 +8,9 @@ Prints, in one run:
   (b) environment steps/s (physics + both cameras) and the scripted experts' cost;
   (c) generate_dataset episodes/s with 1 and 2 worker processes (96x96, real
       EpisodeWriter, compressed files);
-  (d) each expert's success rate and episode length over 100 evaluation seeds.
+  (d) each expert's success rate and episode length over 100 evaluation seeds;
+  (e) the batched worlds (make_vector_env, numpy lock step) against stepping a
+      list of BimanualEnv with the same actions, both observation modes.
 
 Wall-clock rates are reported with the CPU time of this process next to them
 (other programs sharing the cores slow the first, not the second).
@@ -34,6 +36,7 @@ from teamvla_data.sim import (
     expert_rng,
     generate_dataset,
     make_expert,
+    make_vector_env,
     run_expert,
 )
 from teamvla_data.sim.layout import LAYOUT
@@ -238,6 +241,47 @@ def bench_experts(seeds: int) -> None:
         )
 
 
+def bench_vector(sizes: tuple[int, ...], steps: int) -> None:
+    print(
+        f"\n(e) batched worlds, 96x96, {steps} steps of random joint-target actions, tasks round-robin"
+    )
+    print(
+        f"    {'obs_mode':<8} {'num_envs':>8} {'vector env steps/s':>19} {'list of envs steps/s':>21} {'speed-up':>9}"
+    )
+    for obs_mode in ("state", "pixels"):
+        for n in sizes if obs_mode == "state" else sizes[:2]:
+            vec = make_vector_env(list(TASKS), n, obs_mode=obs_mode, image_size=96)
+            vec.reset(seed=0)
+            rng = np.random.default_rng(0)
+            q = vec.state.q.astype(np.float32)
+            actions = [
+                {
+                    "action_a": q[:, ARM_A]
+                    + rng.uniform(-0.1, 0.1, q[:, ARM_A].shape).astype(np.float32),
+                    "action_b": q[:, ARM_B]
+                    + rng.uniform(-0.1, 0.1, q[:, ARM_B].shape).astype(np.float32),
+                    "grip_a": (rng.random(n) < 0.5).astype(np.float32),
+                    "grip_b": (rng.random(n) < 0.5).astype(np.float32),
+                }
+                for _ in range(steps)
+            ]
+            t0 = time.perf_counter()
+            for a in actions:
+                vec.step(a)
+            t_vec = time.perf_counter() - t0
+            envs = [BimanualEnv(WorldConfig(render=obs_mode == "pixels")) for _ in range(n)]
+            for i, env in enumerate(envs):
+                env.reset(TASKS[i % len(TASKS)], i)
+            t0 = time.perf_counter()
+            for a in actions:
+                for i, env in enumerate(envs):
+                    env.step({k: v[i] for k, v in a.items()})
+            t_list = time.perf_counter() - t0
+            print(
+                f"    {obs_mode:<8} {n:>8} {n * steps / t_vec:>19,.0f} {n * steps / t_list:>21,.0f} {t_list / t_vec:>8.1f}x"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
@@ -247,6 +291,7 @@ def main() -> None:
     bench_env(100 if q else 1_000)
     bench_generate(2 if q else 20)
     bench_experts(10 if q else 100)
+    bench_vector((8, 64) if q else (8, 64, 256), 10 if q else 50)
     print("\nnumbers vary with the machine and its load")
 
 

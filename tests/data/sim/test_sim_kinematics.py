@@ -59,3 +59,29 @@ def test_ik_is_a_pure_function_of_the_state():
     a = model.ik_step(q, np.array([0.4, 0.2]), POINT_DOWN, max_cartesian=0.03)
     b = model.ik_step(q.copy(), np.array([0.4, 0.2]), POINT_DOWN, max_cartesian=0.03)
     assert np.array_equal(a, b)
+
+
+def test_unwind_changes_nothing_less_than_half_a_turn_away():
+    model = ArmModel(num_joints=7)
+    for q in (model.rest + 0.1, model.rest - 0.1):
+        for angle in (POINT_DOWN, POINT_FORWARD):
+            plain = model.ik_step(q, np.array([0.4, 0.2]), angle, max_cartesian=0.03)
+            careful = model.ik_step(q, np.array([0.4, 0.2]), angle, max_cartesian=0.03, unwind=True)
+            assert np.array_equal(plain, careful)
+
+
+def test_unwind_frees_a_wound_posture_that_plain_ik_cannot():
+    # Arm B after random joint targets: the gripper points forward, but a full turn round
+    # (angle sum -2 pi) with a joint on its limit; plain IK keeps the winding and stalls.
+    model = ArmModel(num_joints=7)
+    target = np.array([0.61, 0.27])
+    reached = {}
+    for unwind in (False, True):
+        q = np.array([0.87, -0.31, -0.46, -1.57, -2.7, -1.25, -0.77])
+        for _ in range(80):
+            step = model.ik_step(q, target, POINT_FORWARD, max_cartesian=0.015, unwind=unwind)
+            q = np.clip(step, model.lower, model.upper)
+        reached[unwind] = float(np.hypot(*(model.grip_pose(q)[0] - target)))
+        if unwind:
+            assert float(np.sum(q)) == pytest.approx(POINT_FORWARD, abs=0.02)
+    assert reached[False] > 0.1 and reached[True] < 0.005

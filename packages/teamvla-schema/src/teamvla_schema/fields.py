@@ -123,6 +123,14 @@ OPTIONAL_FIELDS: dict[str, FieldSpec] = {
             (),
             "Time of the observation in seconds since the episode started.",
         ),
+        _spec(
+            "reward",
+            "array",
+            "float32",
+            (),
+            "Reward the environment returned for this step's action (0 where no action was executed).",
+        ),
+        _spec("done", "bool", None, (), "Whether this is the episode's last step."),
     )
 }
 

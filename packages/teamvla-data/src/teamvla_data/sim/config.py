@@ -19,7 +19,10 @@ from typing import Literal
 
 from teamvla_schema.config import field
 
+from teamvla_data.sim.registry import get_task, task_names
+
 TaskName = Literal["lift", "handoff", "drawer"]
+#: The built-in tasks (registered by teamvla_data.sim.tasks); registry.task_names() lists all.
 TASKS: tuple[str, ...] = ("lift", "handoff", "drawer")
 
 # Expert episodes last about 37 (lift), 62 (handoff) and 61 (drawer) steps on
@@ -161,11 +164,21 @@ class ExpertConfig:
 
 @dataclass
 class RewardConfig:
-    """Reward weights, placeholders for later reinforcement learning (unused by behaviour cloning)."""
+    """Reward weights: the world returns their sum for each step (``info["reward"]``, the
+    Gymnasium env's reward, the recorded ``reward`` field); behaviour cloning ignores them."""
 
-    success: float = field(default=1.0, doc="Reward when the success predicate fires.")
-    step: float = field(default=0.0, doc="Reward added every step (negative = time penalty).")
-    grasp: float = field(default=0.0, doc="Reward the first time the named block is grasped.")
+    success: float = field(
+        default=1.0,
+        doc="Added on the step where the success predicate fires (the episode's last).",
+    )
+    step: float = field(
+        default=0.0,
+        doc="Added on every step (negative = time penalty).",
+    )
+    grasp: float = field(
+        default=0.0,
+        doc="Added on the step where the named block is first held, by either arm.",
+    )
 
 
 @dataclass
@@ -173,9 +186,7 @@ class TaskConfig:
     """One task of the bimanual world: language, episode limit, success thresholds, expert and world."""
 
     # --- task ------------------------------------------------------------------------------
-    name: Literal["lift", "handoff", "drawer"] = field(
-        default="lift", doc="Task: lift, handoff or drawer."
-    )
+    name: str = field(default="lift", doc="Task: lift, handoff, drawer or another registered task.")
     # field() only attaches metadata here; the default (None) is immutable.
     instructions: list[str] | None = field(
         default=None,
@@ -192,7 +203,9 @@ class TaskConfig:
     world: WorldConfig = dataclasses.field(default_factory=WorldConfig)
 
     def validate(self) -> None:
-        """Cross-field checks: every template names the block through ``{color}`` exactly once."""
+        """Cross-field checks: a registered task; every template names the block through ``{color}`` once."""
+        if self.name not in task_names():
+            raise ValueError(f"name: expected one of {list(task_names())}, received {self.name!r}")
         for i, text in enumerate(self.instructions or []):
             if text.count("{color}") != 1 or any(c in text.replace("{color}", "") for c in "{}"):
                 raise ValueError(
@@ -210,18 +223,18 @@ class TaskConfig:
 
     def resolved(self) -> TaskConfig:
         """A copy with the task-dependent defaults (``instructions``, ``max_steps``) filled in."""
+        spec = get_task(self.name)
         return dataclasses.replace(
             self,
-            instructions=list(self.instructions or DEFAULT_INSTRUCTIONS[self.name]),
-            max_steps=self.max_steps or DEFAULT_MAX_STEPS[self.name],
+            instructions=list(self.instructions or spec.instructions),
+            max_steps=self.max_steps or spec.max_steps,
         )
 
 
 def default_task_config(name: str, world: WorldConfig | None = None) -> TaskConfig:
-    """The default, resolved configuration of task ``name``."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; tasks are {', '.join(TASKS)}")
-    cfg = TaskConfig(name=name)  # type: ignore[arg-type]
+    """The default, resolved configuration of task ``name`` (a registered task)."""
+    get_task(name)  # ValueError naming the registered tasks
+    cfg = TaskConfig(name=name)
     if world is not None:
         cfg.world = world
     return cfg.resolved()

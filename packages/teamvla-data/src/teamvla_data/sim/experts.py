@@ -25,11 +25,24 @@ import numpy as np
 from teamvla_data.sim.config import TaskConfig, default_task_config
 from teamvla_data.sim.kinematics import POINT_DOWN, POINT_FORWARD, ArmModel
 from teamvla_data.sim.layout import LAYOUT, Layout
-from teamvla_data.sim.world import ARM_A, ARM_B, CLOSED, HOME_GRIP, WorldState, to_local, to_world
+from teamvla_data.sim.registry import get_task
+from teamvla_data.sim.world import (
+    ARM_A,
+    ARM_B,
+    CLOSED,
+    HOME_GRIP,
+    WorldState,
+    block_bottom,
+    to_local,
+    to_world,
+)
 
 READY_TOL = 0.012  # grip point this close to the object: close the gripper
 CORRIDOR_TOL = 0.02  # grip point this close to the pre-grasp -> object segment: go straight in
 MAX_JOINT_STEP = 0.12  # rad per step; below the world's limit, so targets are always reached
+# Goals further than this (m) are approached faster; an expert's own episodes stay below
+# 0.46 m (measured over 300 seeds per task), so recorded demonstrations are unaffected.
+FAR = 0.5
 
 
 @lru_cache(maxsize=32)
@@ -119,7 +132,12 @@ class Expert:
             else:
                 local = to_local(arm, np.asarray(goal, dtype=np.float64), self.layout)
                 target = model.ik_step(
-                    q, local, angle, max_cartesian=self.params.speed, max_joint=MAX_JOINT_STEP
+                    q,
+                    local,
+                    angle,
+                    max_cartesian=self.speed_towards(model, q, local),
+                    max_joint=MAX_JOINT_STEP,
+                    unwind=True,
                 )
                 if self.cfg.expert.noise > 0:
                     target = target + self.rng.normal(0.0, self.cfg.expert.noise, size=target.shape)
@@ -128,6 +146,17 @@ class Expert:
             action[f"grip_{name}"] = np.float32(grip)
         self.phase = self.label(plans[ARM_A][3], plans[ARM_B][3])
         return action
+
+    def speed_towards(self, model: ArmModel, q: np.ndarray, local_goal: np.ndarray) -> float:
+        """Grip-point speed for this step: the episode's speed, faster when the goal is far.
+
+        Beyond :data:`FAR` metres (further than any goal of an expert's own
+        episode) the speed grows with the square of the distance, so an arm thrown far off
+        the expert's path (by a weak policy, say) comes back within the step
+        limit; the joint-step cap still bounds every step.
+        """
+        dist = float(np.hypot(*(local_goal - model.joint_points(q)[-1])))
+        return self.params.speed * max(1.0, dist / FAR) ** 2
 
     def label(self, phase_a: str, phase_b: str) -> str:
         """Phase label of the step from the two arms' phases."""
@@ -302,14 +331,18 @@ class DrawerExpert(Expert):
         elif (
             not state.holders[b]
             and lo <= state.block_pos[b, 0] <= hi
+            and lay.tray_floor - 1e-9 <= block_bottom(state, b, lay)
             and state.block_pos[b, 1] < carry[1]
         ):
+            # Released over the tray: it falls in; stay clear. (A block dropped on the table
+            # in front of the cabinet lies below the tray floor: it is picked up again.)
             plan_a = (carry + np.array([-0.12, 0.05]), POINT_DOWN, 0.0, "retreat")
         else:
             plan_a = self.pick_from_above(state, model, ARM_A, b)
         return [plan_a, plan_b]
 
 
+# The built-in experts by task (make_expert looks tasks up in the registry).
 EXPERTS: dict[str, type[Expert]] = {
     "lift": LiftExpert,
     "handoff": HandoffExpert,
@@ -318,7 +351,11 @@ EXPERTS: dict[str, type[Expert]] = {
 
 
 def make_expert(task: str, rng: np.random.Generator, cfg: TaskConfig | None = None) -> Expert:
-    """The scripted expert of ``task`` with per-episode parameters drawn from ``rng``."""
-    if task not in EXPERTS:
-        raise ValueError(f"unknown task {task!r}; tasks are {', '.join(EXPERTS)}")
-    return EXPERTS[task](cfg if cfg is not None else default_task_config(task), rng)
+    """The scripted expert of ``task`` (from the task registry) with parameters drawn from ``rng``.
+
+    ``expert.act(env_or_state)`` gives its action in any state, e.g.
+    ``make_expert(task, rng).act(gym_env.unwrapped)``.
+    """
+    spec = get_task(task)
+    expert: Expert = spec.expert(cfg if cfg is not None else default_task_config(task), rng)
+    return expert

@@ -112,6 +112,7 @@ class ArmModel:
         damping: float = 0.04,
         angle_weight: float = 0.15,
         nullspace_gain: float = 0.08,
+        unwind: bool = False,
     ) -> np.ndarray:
         """One damped least-squares step from ``q`` towards grip point ``target`` and ``angle``.
 
@@ -120,6 +121,13 @@ class ArmModel:
         then scaled so no joint moves by more than ``max_joint``. Redundancy is
         resolved by a nullspace pull towards :attr:`rest`. Returns the new joint
         target (not clipped to limits; the world clips).
+
+        With ``unwind``, the gripper angle aims at the representative of
+        ``angle`` (modulo 2 pi) nearest the rest posture's angle, so a posture
+        wound a full turn round (gripper angle right modulo 2 pi, joints bent
+        far round and pressed against their limits) turns back instead of
+        keeping the winding. Postures less than half a turn from that
+        representative, as in every expert demonstration, are unchanged.
         """
         pts = self.joint_points(q)
         tip = pts[-1]
@@ -128,6 +136,13 @@ class ArmModel:
         if dist > max_cartesian:
             dp *= max_cartesian / dist
         da = wrap_angle(angle - float(np.sum(q)))
+        if unwind:
+            # The representative of ``angle`` nearest the rest posture's angle (POINT_DOWN).
+            rest_angle = float(np.sum(self.rest))
+            turn = angle + 2 * math.pi * round((rest_angle - angle) / (2 * math.pi))
+            unwound = turn - float(np.sum(q))
+            if abs(unwound - da) > math.pi:  # wound a full turn (or more) away
+                da = unwound
         da = max(-max_angle, min(max_angle, da))
         # Angle row scaled to metres so position and orientation errors weigh alike.
         jac = self.jacobian(q, pts)

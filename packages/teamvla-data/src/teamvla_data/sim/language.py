@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 
-from teamvla_data.sim.config import DEFAULT_INSTRUCTIONS, TASKS
 from teamvla_data.sim.layout import COLORS
+from teamvla_data.sim.registry import get_task
 
 _COLOR_RE = re.compile(r"\b(" + "|".join(COLORS) + r")\b", re.IGNORECASE)
 _SWAP = {"red": "blue", "blue": "red"}
@@ -15,9 +15,12 @@ _SWAP = {"red": "blue", "blue": "red"}
 
 def list_templates(task: str) -> list[str]:
     """The built-in instruction templates of ``task`` (each with a ``{color}`` placeholder)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
-    return list(DEFAULT_INSTRUCTIONS[task])
+    return list(get_task(task).instructions)
+
+
+def max_instruction_length(templates: list[str] | tuple[str, ...]) -> int:
+    """Length of the longest instruction ``templates`` can give (any block colour)."""
+    return max(len(make_instruction(t, c)) for t in templates for c in COLORS)
 
 
 def make_instruction(template: str, color: str) -> str:

@@ -26,6 +26,7 @@ from teamvla_schema.errors import SchemaError
 
 from teamvla_data.sim.config import TASKS, TaskConfig, default_task_config
 from teamvla_data.sim.experts import Expert, make_expert
+from teamvla_data.sim.registry import check_task
 from teamvla_data.sim.seeds import episode_seed
 from teamvla_data.sim.world import BimanualEnv
 
@@ -60,6 +61,9 @@ def run_expert(
 
     The last step is the final observation (success or step limit) with the
     action the expert would take there, so an episode's last ``success`` is its outcome.
+    Each step also carries ``reward`` (float32: what ``env.step`` returned for
+    this step's action; 0 on the last step, whose action is not executed) and
+    ``done`` (true on the last step only).
     """
     obs = env.reset(task, seed, instruction)
     if expert is None:
@@ -67,10 +71,12 @@ def run_expert(
     done = False
     while True:
         action = expert.act(env)
-        yield {**obs, **action, "phase": expert.phase}
+        step = {**obs, **action, "phase": expert.phase}
         if done:
+            yield {**step, "reward": np.float32(0.0), "done": True}
             return
-        obs, _, done, _ = env.step(action)
+        obs, _, done, info = env.step(action)
+        yield {**step, "reward": np.float32(info["reward"]), "done": False}
 
 
 def record_episode(
@@ -238,8 +244,7 @@ def generate_dataset(
     _guard_bootstrapping_child()
     tasks = list(dict.fromkeys(tasks))
     for t in tasks:
-        if t not in TASKS:
-            raise ValueError(f"unknown task {t!r}; tasks are {', '.join(TASKS)}")
+        check_task(t)
     if episodes_per_task < 0 or seed < 0 or workers < 1:
         raise ValueError(
             f"need episodes_per_task >= 0, seed >= 0, workers >= 1; received {episodes_per_task}, {seed}, {workers}"
