@@ -54,11 +54,12 @@ class StillPolicy:
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0])
-def test_every_visited_state_is_labelled_with_the_expert_action(
+def test_visited_states_are_labelled_with_the_expert_continuation(
     tmp_path: Path, beta: float
 ) -> None:
     world = WorldConfig(image_size=16)
     root = tmp_path / "iter"
+    label_every, label_steps = 5, 6
     stats = collect_iteration(
         StillPolicy(),
         root=root,
@@ -68,35 +69,45 @@ def test_every_visited_state_is_labelled_with_the_expert_action(
         beta=beta,
         world=world,
         batch_envs=3,
+        label_every=label_every,
+        label_steps=label_steps,
     )
-    assert is_complete(root) and read_stats(root)["episodes"] == 4 == stats.episodes
+    assert is_complete(root) and read_stats(root)["episodes"] == stats.episodes
     assert stats.intervention_rate == beta
     files = find_episodes(root)
-    assert len(files) == 4
+    assert len(files) == stats.episodes > 4
+    branch_points: dict[tuple[str, int], list[int]] = {}
     for path in files:
         validate_episode_file(path)
         ep = read_episode(path)
-        seed, task = ep.meta.user["seed"], ep.meta.task
-        # Replay: the executed action was the expert's (beta 1) or the policy's zeros (beta 0);
-        # every recorded label must be what a fresh expert does in that very state.
+        user, task = ep.meta.user, ep.meta.task
+        seed, t0 = user["seed"], user["branch_step"]
+        branch_points.setdefault((task, seed), []).append(t0)
+        assert ep.meta.num_steps <= label_steps + 1
+        # Replay the rollout up to the branch point: it executed the expert's actions (beta 1)
+        # or the policy's zeros (beta 0).
         env = BimanualEnv(world)
         obs = env.reset(task, seed)
+        driver = make_expert(task, expert_rng(seed), env.task_cfgs[task])
+        for _ in range(t0):
+            if beta == 1.0:
+                action = driver.act(env)
+            else:
+                chunk = StillPolicy().predict_chunk({"instruction": [""], "q_a": obs["q_a"][None]})
+                action = {k: v[0, 0] for k, v in chunk.items()}
+            obs, _, _, _ = env.step(action)
+        # From there the episode is the expert's own continuation, labelled with its actions.
         expert = make_expert(task, expert_rng(seed), env.task_cfgs[task])
         for t in range(ep.meta.num_steps):
             np.testing.assert_array_equal(ep.arrays["q_a"][t], obs["q_a"])
+            np.testing.assert_array_equal(ep.arrays["rgb_b"][t], obs["rgb_b"])
             label = expert.act(env)
             for key in ("action_a", "action_b", "grip_a", "grip_b"):
                 np.testing.assert_array_equal(ep.arrays[key][t], label[key])
-            if t == ep.meta.num_steps - 1:
-                break
-            executed = (
-                label
-                if beta == 1.0
-                else StillPolicy().predict_chunk({"instruction": [""], "q_a": obs["q_a"][None]})
-            )
-            if beta != 1.0:
-                executed = {k: v[0, 0] for k, v in executed.items()}
-            obs, _, _, _ = env.step(executed)
+            obs, _, _, _ = env.step(label)
+    # Every label_every-th visited state of every rollout became a branch.
+    for points in branch_points.values():
+        assert sorted(points) == list(range(0, label_every * len(points), label_every))
     if beta == 1.0:
         assert all(stats.success[t] == 1.0 for t in ("lift", "drawer"))  # the expert alone succeeds
     else:

@@ -48,6 +48,17 @@ class DaggerConfig:
     beta_rampdown: int = field(
         default=4, ge=1, doc="Iterations over which the linear schedule falls to 0."
     )
+    # --- labels ----------------------------------------------------------------------------
+    label_every: int = field(
+        default=4,
+        ge=1,
+        doc="Every N-th state a rollout visits gets the expert's continuation from it as its label.",
+    )
+    label_steps: int = field(
+        default=0,
+        ge=0,
+        doc="Length of that continuation (expert steps); 0: dataset.action_horizon (one chunk).",
+    )
     # --- rollouts and measurement -----------------------------------------------------------
     batch_envs: int = field(default=10, ge=1, doc="Worlds stepped together in collection.")
     eval_episodes_per_task: int = field(

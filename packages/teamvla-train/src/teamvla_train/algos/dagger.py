@@ -9,8 +9,9 @@ The whole algorithm, top to bottom (config: the ``dagger:`` section,
       measure  the policy alone on held-out seeds (dagger.eval_episodes_per_task)
       collect  dagger.episodes_per_iteration episodes per task, executing the expert's action
                with probability beta_i (dagger.beta schedule) and the policy's otherwise;
-               every visited state is labelled with the expert's action (Expert.act from the
-               true world state) and written as ordinary episodes to <run>/dagger/iter_<i>
+               every dagger.label_every-th visited state is labelled with the expert's own
+               continuation from it (Expert.act from the true world state, on a copy of the
+               world, for one action chunk), written as ordinary episodes to <run>/dagger/iter_<i>
       aggregate the dataset becomes demos + every iteration so far (statistics recomputed,
                the policy's normalisation follows)
       train    behaviour cloning on the aggregate for dagger.steps_per_iteration steps
@@ -184,6 +185,8 @@ class DAgger:
             world=self._world(),
             batch_envs=self.d.batch_envs,
             replan_every=self.ctx.cfg.eval.replan_every,
+            label_every=self.d.label_every,
+            label_steps=self.d.label_steps or self.ctx.cfg.dataset.action_horizon,
         )
         self.bc.model.train()
         self._aggregate(i + 1)
@@ -193,6 +196,7 @@ class DAgger:
             "beta": beta,
             "episodes": stats.episodes,
             "labelled_steps": stats.steps,
+            "rollout_steps": stats.rollout_steps,
             "intervention_rate": stats.intervention_rate,
             "dataset_samples": self.bc.data.num_train_batches * self.ctx.cfg.dataset.batch_size,
             "seconds": time.perf_counter() - t0,

@@ -1,23 +1,32 @@
-"""DAgger's data collection: roll out the policy mixed with the expert, label every state with the expert.
+"""DAgger's data collection: roll out the policy mixed with the expert, label visited states with the expert.
 
 One call of :func:`collect_iteration` plays ``episodes_per_task`` episodes of
 each task in the simulated world, ``batch_envs`` at a time in lock step. At
-every step the scripted expert computes its action from the true world state
-(:meth:`teamvla_data.sim.Expert.act`); with probability ``beta`` that action is
-executed, otherwise the policy's (Ross et al. 2011's mixture policy
-``pi_i = beta_i * expert + (1 - beta_i) * policy``, drawn per step). Whatever
-was executed, the step is recorded with the **expert's** action as its label,
-so the aggregate dataset teaches the policy what the expert would do in the
-states the policy itself reaches.
+each step, with probability ``beta`` the scripted expert's action is executed
+(computed from the true world state, :meth:`teamvla_data.sim.Expert.act`),
+otherwise the policy's (Ross et al. 2011's mixture policy
+``pi_i = beta_i * expert + (1 - beta_i) * policy``, drawn per step).
 
-Episodes are ordinary validated episode files written with ``EpisodeWriter``
-into one root per iteration; the root is complete when its ``.complete``
-marker exists (written atomically last), so a collection killed half-way is
-redone from scratch on resume (same weights, same seeds: the same data).
+Labels. The policy predicts action *chunks*: the target of a sample at state
+``s_t`` is the next ``Ha`` actions. Labelling each visited state with the
+expert's single action and storing the rollout would make that chunk the
+expert's actions at the states the *policy* went through next, i.e. "follow
+your own path", which teaches a slow or stuck policy to stay slow or stuck.
+So every ``label_every``-th visited state is labelled with the expert's own
+continuation from it: the world is copied and the expert acts from that state
+for ``label_steps`` steps (about the chunk length); that branch is written as
+an ordinary, validated episode (the expert's corrective actions from a state
+the policy reached). The rollout itself goes on untouched.
+
+Episodes are written with ``EpisodeWriter`` into one root per iteration; the
+root is complete when its ``.complete`` marker exists (written atomically
+last), so a collection killed half-way is redone from scratch on resume (same
+weights, same seeds: the same data).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -70,15 +79,16 @@ class CollectStats:
 
     iteration: int
     beta: float
-    episodes: int = 0
-    steps: int = 0
-    expert_steps: int = 0  # steps where the expert's action was executed
+    episodes: int = 0  # labelled episodes written (one per branch point)
+    steps: int = 0  # expert-labelled steps written
+    rollout_steps: int = 0  # steps of the mixed rollouts
+    expert_steps: int = 0  # rollout steps where the expert's action was executed
     success: dict[str, float] = field(default_factory=dict)  # per task, of the mixed policy
 
     @property
     def intervention_rate(self) -> float:
-        """Fraction of steps executed by the expert."""
-        return self.expert_steps / max(1, self.steps)
+        """Fraction of rollout steps executed by the expert."""
+        return self.expert_steps / max(1, self.rollout_steps)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the intervention rate."""
@@ -107,8 +117,14 @@ def collect_iteration(
     world: WorldConfig | None = None,
     batch_envs: int = 8,
     replan_every: int = 4,
+    label_every: int = 4,
+    label_steps: int = 16,
 ) -> CollectStats:
     """Collect one DAgger iteration's expert-labelled episodes under ``root`` (see the module doc)."""
+    if label_every < 1 or label_steps < 1:
+        raise ValueError(
+            f"label_every and label_steps must be >= 1, received {label_every}, {label_steps}"
+        )
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], received {beta}")
     if root.exists():  # an unfinished collection of a killed run: redo it whole
@@ -125,10 +141,35 @@ def collect_iteration(
         for start in range(0, len(jobs), len(envs)):
             group = jobs[start : start + len(envs)]
             control.reset()
-            _play_group(group, envs, control, writer, rng, stats, wins, base_seed, iteration)
+            _play_group(group, envs, control, writer, rng, stats, wins, base_seed, iteration, label_every, label_steps)  # fmt: skip
     stats.success = {t: float(np.mean(v)) if v else 0.0 for t, v in wins.items()}
     atomic_write_text(root / COMPLETE_MARKER, json.dumps(stats.to_dict(), indent=1) + "\n")
     return stats
+
+
+def _branch(env: BimanualEnv, task: str, seed: int, steps: int) -> list[dict[str, Any]]:
+    """The expert's own continuation from ``env``'s current state, on a copy: ``steps`` labelled steps.
+
+    Every step holds the observation and the expert's action there; the last is
+    the final observation (success or ``steps`` reached) with the action the
+    expert would take next, as in recorded demonstrations.
+    """
+    branch = copy.deepcopy(
+        env
+    )  # the world state and the renderer; the main rollout goes on untouched
+    expert = make_expert(task, expert_rng(seed), branch.task_cfgs[task])
+    obs = branch.observation()
+    out = []
+    for k in range(steps + 1):
+        label = expert.act(branch)
+        out.append({**{key: obs[key] for key in STEP_FIELDS}, **label, "phase": expert.phase})
+        if k == steps or obs["success"]:
+            break
+        obs, _, done, _ = branch.step(label)
+        if done and not obs["success"]:  # the task's step limit
+            out.append({**{key: obs[key] for key in STEP_FIELDS}, **expert.act(branch), "phase": expert.phase})  # fmt: skip
+            break
+    return out
 
 
 def _play_group(
@@ -141,6 +182,8 @@ def _play_group(
     wins: dict[str, list[bool]],
     base_seed: int,
     iteration: int,
+    label_every: int,
+    label_steps: int,
 ) -> None:
     n = len(group)
     obs: list[dict[str, Any]] = []
@@ -151,47 +194,52 @@ def _play_group(
         seeds.append(seed)
         obs.append(env.reset(task, seed))
         experts.append(make_expert(task, expert_rng(seed), env.task_cfgs[task]))
-    steps: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    by_expert = [0] * n
+    t = 0
     done = [False] * n
+    success = [False] * n
     while not all(done):
         active = [i for i in range(n) if not done[i]]
+        if t % label_every == 0:
+            for i in active:
+                task, index = group[i]
+                steps = _branch(envs[i], task, seeds[i], label_steps)
+                _write(writer, steps, task, f"{task}-dagger{iteration:03d}-{index:06d}-t{t:04d}",
+                       {"seed": seeds[i], "iteration": iteration, "beta": stats.beta,
+                        "branch_step": t, "episode_index": index})  # fmt: skip
+                stats.episodes += 1
+                stats.steps += len(steps) - 1
         proposals = control.act([obs[i] for i in active], active)
         for i, proposal in zip(active, proposals, strict=True):
-            label = experts[i].act(envs[i])  # the expert's action in this very state
-            steps[i].append(
-                {**{k: obs[i][k] for k in STEP_FIELDS}, **label, "phase": experts[i].phase}
-            )
             use_expert = bool(rng.random() < stats.beta)
-            by_expert[i] += use_expert
-            obs[i], success, env_done, _ = envs[i].step(label if use_expert else proposal)
-            if success or env_done:
-                done[i] = True
-                # The final observation, labelled with the action the expert would take there.
-                last = experts[i].act(envs[i])
-                steps[i].append(
-                    {**{k: obs[i][k] for k in STEP_FIELDS}, **last, "phase": experts[i].phase}
-                )
-    for i, (task, index) in enumerate(group):
-        success = bool(steps[i][-1]["success"])
-        writer.start_episode(
-            {
-                "task": task,
-                "episode_id": f"{task}-dagger{iteration:03d}-{index:06d}",
-                "user": {
-                    "generator": "teamvla_train.dagger",
-                    "seed": seeds[i],
-                    "iteration": iteration,
-                    "beta": stats.beta,
-                    "expert_steps": by_expert[i],
-                    "instruction": steps[i][0]["instruction"],
-                },
-            }
-        )
-        for step in steps[i]:
-            writer.add_step(step)
-        writer.end_episode(success=success)
-        stats.episodes += 1
-        stats.steps += len(steps[i]) - 1
-        stats.expert_steps += by_expert[i]
-        wins[task].append(success)
+            stats.rollout_steps += 1
+            stats.expert_steps += use_expert
+            action = experts[i].act(envs[i]) if use_expert else proposal
+            obs[i], ok, env_done, _ = envs[i].step(action)
+            success[i] = bool(ok)
+            done[i] = bool(ok) or bool(env_done)
+        t += 1
+    for i, (task, _) in enumerate(group):
+        wins[task].append(success[i])
+
+
+def _write(
+    writer: EpisodeWriter,
+    steps: Sequence[dict[str, Any]],
+    task: str,
+    episode_id: str,
+    user: dict[str, Any],
+) -> None:
+    writer.start_episode(
+        {
+            "task": task,
+            "episode_id": episode_id,
+            "user": {
+                "generator": "teamvla_train.dagger",
+                "instruction": steps[0]["instruction"],
+                **user,
+            },
+        }
+    )
+    for step in steps:
+        writer.add_step(step)
+    writer.end_episode(success=bool(steps[-1]["success"]))
