@@ -151,3 +151,46 @@ def all_(session: nox.Session) -> None:
         *TEST_DEPS,
     )
     session.run("pytest", *session.posargs)
+
+
+# The real libraries the converters (teamvla_data.interop) are checked against. Pinned: the
+# newest releases on PyPI when this session was written. Not in nox.options.sessions: it
+# installs PyTorch and takes minutes.
+LEROBOT = "lerobot==0.4.4"
+ROBOMIMIC = "robomimic==0.3.0"
+# LeRobot 0.4.4's recording API turns (1,)-shaped features into floats with float(array),
+# which numpy 2.4 refuses ("only 0-dimensional arrays can be converted to Python scalars").
+INTEROP_NUMPY = "numpy>=1.24,<2.4"
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """teamvla convert against the real LeRobot and robomimic (`uvx nox -s interop`).
+
+    LeRobot decodes video with its "pyav" backend here (PyAV's wheels bundle FFmpeg's
+    libraries); its default, torchcodec, needs a system FFmpeg. `-- --make-fixtures`
+    rewrites tests/fixtures/interop with these libraries instead of testing.
+    """
+    session.install(
+        "packages/teamvla-schema",
+        "packages/teamvla-data[lerobot,robomimic]",
+        LEROBOT,
+        ROBOMIMIC,
+        INTEROP_NUMPY,
+        *TEST_DEPS,
+    )
+    with tempfile.TemporaryDirectory() as hf_home:
+        # Local files only: no hub downloads, and the datasets cache stays out of $HOME.
+        env = {"HF_HOME": hf_home, "HF_HUB_OFFLINE": "1", "TEAMVLA_INTEROP_REAL": "1"}
+        if "--make-fixtures" in session.posargs:
+            session.run(
+                "python", "scripts/make_interop_fixtures.py", "tests/fixtures/interop", env=env
+            )
+            return
+        session.run(
+            "python",
+            "-c",
+            "import lerobot, robomimic, av; from importlib.metadata import version as v; "
+            "print('lerobot', v('lerobot'), 'robomimic', v('robomimic'), 'av', av.__version__)",
+        )
+        session.run("pytest", "tests/interop", *session.posargs, env=env)

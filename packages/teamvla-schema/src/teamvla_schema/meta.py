@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ class EpisodeMeta:
 
     ``num_steps`` is derived when the episode is finalised; ``user`` holds any
     free-form JSON-serialisable metadata (seed, simulator version, operator...).
+    ``fps`` is the recording rate in steps per second, when known (``None``:
+    unknown; files written without it stay valid and byte-identical).
     """
 
     task: str
@@ -33,10 +36,14 @@ class EpisodeMeta:
     num_steps: int = 0
     version: int = EPISODE_FILE_VERSION
     user: dict[str, Any] = field(default_factory=dict)
+    fps: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (``fps`` only when it is known)."""
+        out = dataclasses.asdict(self)
+        if out["fps"] is None:
+            del out["fps"]
+        return out
 
 
 _META_KEYS = {f.name for f in dataclasses.fields(EpisodeMeta)}
@@ -94,4 +101,17 @@ def validate_episode_meta(meta: Any, *, require_id: bool = True) -> EpisodeMeta:
         user = json.loads(json.dumps(dict(user), allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise SchemaError(f"user metadata must be JSON-serialisable: {exc}", field="user") from None
-    return EpisodeMeta(task, episode_id, success, num_steps, version, user)
+    fps = meta.get("fps")
+    if fps is not None:
+        if (
+            isinstance(fps, bool)
+            or not isinstance(fps, int | float)
+            or not math.isfinite(fps)
+            or fps <= 0
+        ):
+            raise SchemaError(
+                f"expected a finite recording rate > 0 (steps per second) or null, received {fps!r}",
+                field="fps",
+            )
+        fps = float(fps)
+    return EpisodeMeta(task, episode_id, success, num_steps, version, user, fps)
