@@ -54,11 +54,6 @@ def test_fps_is_written_and_read_back(tmp_path: Path) -> None:
     assert doc["fps"] == 20.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EpisodeWriter (teamvla_schema/episode.py) rebuilds EpisodeMeta field by field and "
-    "drops fps; teamvla convert writes through write_episode_arrays instead",
-)
 def test_episode_writer_keeps_fps(tmp_path: Path) -> None:
     with EpisodeWriter(tmp_path) as w:
         w.start_episode({"task": "lift", "fps": 30})

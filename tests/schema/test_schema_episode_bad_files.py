@@ -352,14 +352,14 @@ def test_validate_checks_declared_dtype_of_known_fields(tmp_path: Path, good: Pa
 
 def test_validate_checks_extra_float_fields(tmp_path: Path, good: Path) -> None:
     doc = meta_doc(good)
-    doc["fields"]["reward"] = {"dtype": "float64", "shape": []}
+    doc["fields"]["torque"] = {"dtype": "float64", "shape": []}
     members = npz_members(good)
     members["__meta__.npy"] = meta_npy(doc)
-    members["reward.npy"] = npy_bytes(np.array([0.0, 1.0, np.inf, 0.0]))
+    members["torque.npy"] = npy_bytes(np.array([0.0, 1.0, np.inf, 0.0]))
     path = write_zip(tmp_path / "extra.npz", members)
     with pytest.raises(SchemaError) as info:
         validate_episode_file(path)
-    assert (info.value.field, info.value.step) == ("reward", 2)
+    assert (info.value.field, info.value.step) == ("torque", 2)
 
 
 # --------------------------------------------------------------------------- fuzzing

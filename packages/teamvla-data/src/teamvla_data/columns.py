@@ -5,12 +5,17 @@ inflates a whole member), so the dataset reads from columns instead:
 
 * **cache** (default): one *uncompressed* ``.npy`` file per field under
   ``CACHE_ROOT/columns-<key>/``, memory-mapped read-only. ``key`` hashes the
-  episode list with each file's (path, size, mtime_ns), so any change to a
-  selected file gives a new key and a new cache; caches that list a file that
-  changed or disappeared are deleted when a new one is built. A cache is built
-  in a temporary directory and renamed into place (a reader sees a complete
-  cache or none); a file lock (``fcntl``) makes concurrent builders wait for the
-  first one, and without locks the first rename wins.
+  episode list with each file's (path, size, mtime_ns, ctime_ns, inode), so any
+  change to a selected file gives a new key and a new cache; caches that list a
+  file that changed or disappeared are deleted when a new one is built. A cache
+  is built in a temporary directory and renamed into place (a reader sees a
+  complete cache or none); a file lock (``fcntl``) makes concurrent builders
+  wait for the first one, and without locks the first rename wins. Its
+  ``meta.json`` records the identity (size, mtime_ns, ctime_ns, inode) of every
+  column file and ends with a checksum of its own content; a cache whose
+  column files were written, replaced or truncated since, or whose
+  ``meta.json`` was edited, is rebuilt (see docs/dataset.md on what this
+  cannot detect).
 * **in memory** (``use_cache=False``): the same columns decompressed into RAM.
 
 Columns: ``rgb_a``, ``rgb_b`` uint8 [S,H,W,3]; ``q_a``, ``q_b``, ``action_a``,
@@ -23,6 +28,7 @@ Columns: ``rgb_a``, ``rgb_b`` uint8 [S,H,W,3]; ``q_a``, ``q_b``, ``action_a``,
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -38,12 +44,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from teamvla_schema.atomic import atomic_write_text
+from teamvla_schema.atomic import atomic_write_text, read_regular
 from teamvla_schema.episode import Episode, read_episode
 from teamvla_schema.errors import SchemaError
 
 from teamvla_data.index import DATA_FIELDS, Skipped
-from teamvla_data.manifest import EpisodeRecord
+from teamvla_data.manifest import (
+    EpisodeRecord,
+    FileIdentity,
+    bulk_load,
+    identity_of,
+    verify_checksum,
+    with_checksum,
+)
 
 try:  # POSIX only; elsewhere concurrent builders race and the first rename wins.
     import fcntl
@@ -53,11 +66,18 @@ except ImportError:  # pragma: no cover - Windows
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "teamvla-columns"
-CACHE_VERSION = 1
+#: 2: keys include ctime_ns and inode; meta.json records column identities and a checksum.
+CACHE_VERSION = 2
 META_NAME = "meta.json"
 #: Array columns stored, in this order.
 ARRAY_COLUMNS = ("rgb_a", "rgb_b", "q_a", "q_b", "action_a", "action_b", "grip_a", "grip_b")
 INSTRUCTION_COLUMN = "instruction_id"
+#: What each entry of meta.json's "episodes" holds, in order ("root": index into "roots";
+#: size .. ino: the file's identity; "start": first row, or null for a skipped episode).
+EPISODE_ENTRY = (
+    *("root", "path", "size", "mtime_ns", "ctime_ns", "ino"),
+    *("task", "episode_id", "num_steps", "start"),
+)
 #: Rows at least this large (images) are read with preadv rather than through the memory map.
 PREAD_MIN_ROW_BYTES = 4096
 
@@ -65,8 +85,12 @@ PREAD_MIN_ROW_BYTES = 4096
 def cache_key(records: Sequence[EpisodeRecord]) -> str:
     """Content key of a cache over ``records`` (in order): their files' identity plus the layout version."""
     h = hashlib.sha256(f"{CACHE_FORMAT}:{CACHE_VERSION}:{','.join(ARRAY_COLUMNS)}\n".encode())
-    for rec in records:
-        h.update(f"{rec.root}\x1f{rec.path}\x1f{rec.size}\x1f{rec.mtime_ns}\n".encode())
+    h.update(
+        "".join(
+            f"{r.root}\x1f{r.path}\x1f{r.size}\x1f{r.mtime_ns}\x1f{r.ctime_ns}\x1f{r.ino}\n"
+            for r in records
+        ).encode()
+    )
     return h.hexdigest()
 
 
@@ -85,6 +109,8 @@ class ColumnStore:
     _files: dict[str, tuple[int, int]] | None = field(
         default=None, repr=False
     )  # name -> (fd, data offset)
+    # Column file -> identity recorded when the cache was built (checked whenever one is opened).
+    identities: dict[str, FileIdentity] = field(default_factory=dict, repr=False)
 
     def column(self, name: str) -> np.ndarray:
         """The column ``name`` (opened on first use in each process)."""
@@ -92,11 +118,25 @@ class ColumnStore:
             assert self.path is not None
             arrays = {}
             for col in (*ARRAY_COLUMNS, INSTRUCTION_COLUMN):
-                mm = np.load(self.path / f"{col}.npy", mmap_mode="r", allow_pickle=False)
+                path = self.path / f"{col}.npy"
+                self._check_identity(col, os.stat(path))
+                mm = np.load(path, mmap_mode="r", allow_pickle=False)
                 # A plain ndarray view of the mapping: fancy indexing then yields plain arrays.
                 arrays[col] = mm.view(np.ndarray)
             self._arrays = arrays
         return self._arrays[name]
+
+    def _check_identity(self, name: str, st: os.stat_result) -> None:
+        # A column written or replaced after the dataset was opened (say, between opening it
+        # and a new worker's first read) is refused rather than read.
+        want = self.identities.get(name)
+        if want is not None and identity_of(st) != want:
+            assert self.path is not None
+            raise SchemaError(
+                "cache file changed after the dataset was opened; open the dataset again "
+                "(it will rebuild the cache)",
+                path=self.path / f"{name}.npy",
+            )
 
     def take(self, name: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``column(name)[rows]`` for an integer array ``rows`` of any shape (into ``out`` if given).
@@ -146,7 +186,13 @@ class ColumnStore:
             assert self.path is not None
             path = self.path / f"{name}.npy"
             offset = _npy_layout(path)[2]
-            self._files[name] = (os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), offset)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                self._check_identity(name, os.fstat(fd))
+            except BaseException:
+                os.close(fd)
+                raise
+            self._files[name] = (fd, offset)
         return self._files[name]
 
     def __del__(self) -> None:
@@ -171,15 +217,28 @@ class ColumnStore:
 # --------------------------------------------------------------------------- reading episodes
 
 
+def _unchanged(rec: EpisodeRecord) -> bool:
+    try:
+        return identity_of(os.stat(rec.abs_path)) == rec.identity
+    except OSError:
+        return False
+
+
 def _read_checked(rec: EpisodeRecord) -> Episode:
+    # The file must be the version the manifest describes, before and after reading it: the
+    # cache is keyed by that identity, so it must hold exactly that version's data.
+    changed = SchemaError(
+        "file changed after the manifest was read; open the dataset again", path=rec.abs_path
+    )
+    if not _unchanged(rec):
+        raise changed
     ep = read_episode(rec.abs_path, fields=list(DATA_FIELDS))
-    if ep.meta.num_steps != rec.num_steps or (ep.meta.task, ep.meta.episode_id) != (
-        rec.task,
-        rec.episode_id,
+    if (
+        ep.meta.num_steps != rec.num_steps
+        or (ep.meta.task, ep.meta.episode_id) != (rec.task, rec.episode_id)
+        or not _unchanged(rec)
     ):
-        raise SchemaError(
-            "file changed after the manifest was read; open the dataset again", path=rec.abs_path
-        )
+        raise changed
     for name in ("q_a", "q_b", "action_a", "action_b", "grip_a", "grip_b"):
         arr = ep.arrays[name]
         finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
@@ -288,6 +347,9 @@ def _meta_doc(
     num_rows: int,
     spec: Any,
 ) -> dict[str, Any]:
+    roots: dict[str, int] = {}
+    for r in records:
+        roots.setdefault(str(r.root), len(roots))
     return {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
@@ -295,17 +357,18 @@ def _meta_doc(
         "spec": spec,
         "num_rows": num_rows,
         "instructions": instructions,
+        "roots": list(roots),
+        # One list per episode (compact and quick to parse): see EPISODE_ENTRY.
         "episodes": [
-            {
-                "root": str(r.root),
-                "path": r.path,
-                "size": r.size,
-                "mtime_ns": r.mtime_ns,
-                "task": r.task,
-                "episode_id": r.episode_id,
-                "num_steps": r.num_steps,
-                "start": starts.get((r.task, r.episode_id)),
-            }
+            [
+                roots[str(r.root)],
+                r.path,
+                *r.identity,
+                r.task,
+                r.episode_id,
+                r.num_steps,
+                starts.get((r.task, r.episode_id)),
+            ]
             for r in records
         ],
         "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
@@ -342,27 +405,76 @@ def _columns_intact(directory: Path, num_rows: int) -> bool:
     return True
 
 
-def _open_cache(directory: Path, key: str) -> ColumnStore | None:
+def _read_meta(directory: Path) -> dict[str, Any] | None:
+    """A cache's meta.json if it is a regular file holding intact JSON with a valid checksum."""
+    path = directory / META_NAME
     try:
-        doc = json.loads((directory / META_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_regular(path)
+    except FileNotFoundError:
         return None
-    if (
-        doc.get("format") != CACHE_FORMAT
-        or doc.get("version") != CACHE_VERSION
-        or doc.get("key") != key
-        or not _columns_intact(directory, int(doc.get("num_rows", -1)))
-    ):
+    except OSError as exc:
+        log.warning("cannot read %s (%s); rebuilding the cache", path, exc)
         return None
-    starts = {
-        (e["task"], e["episode_id"]): int(e["start"])
-        for e in doc["episodes"]
-        if e["start"] is not None
-    }
-    skipped = [Skipped(s["path"], s["reason"]) for s in doc["skipped"]]
-    return ColumnStore(
-        key, starts, list(doc["instructions"]), int(doc["num_rows"]), skipped, directory
-    )
+    if not verify_checksum(data):
+        log.warning("%s was edited or damaged (checksum); rebuilding the cache", path)
+        return None
+    try:
+        with bulk_load():
+            doc = json.loads(data)
+    except (ValueError, RecursionError):  # pragma: no cover - the checksum matched
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _identities_intact(directory: Path, recorded: Any) -> bool:
+    """Every column file still has the identity recorded when the cache was built."""
+    for name in (*ARRAY_COLUMNS, INSTRUCTION_COLUMN):
+        path = directory / f"{name}.npy"
+        try:
+            now = identity_of(os.stat(path))
+        except OSError:
+            log.warning("cache column %s is missing; rebuilding the cache", path)
+            return False
+        if list(now) != recorded[name]:
+            log.warning(
+                "cache column %s was written or replaced after the cache was built; "
+                "rebuilding the cache",
+                path,
+            )
+            return False
+    return True
+
+
+def _open_cache(directory: Path, key: str) -> ColumnStore | None:
+    doc = _read_meta(directory)
+    if doc is None:
+        return None
+    try:
+        if (
+            doc.get("format") != CACHE_FORMAT
+            or doc.get("version") != CACHE_VERSION
+            or doc.get("key") != key
+            or not _identities_intact(directory, doc["columns"])
+            or not _columns_intact(directory, int(doc["num_rows"]))
+        ):
+            return None
+        starts = {(e[6], e[7]): int(e[9]) for e in doc["episodes"] if e[9] is not None}
+        skipped = [Skipped(s["path"], s["reason"]) for s in doc["skipped"]]
+        identities: dict[str, FileIdentity] = {
+            name: tuple(doc["columns"][name]) for name in (*ARRAY_COLUMNS, INSTRUCTION_COLUMN)
+        }
+        return ColumnStore(
+            key,
+            starts,
+            list(doc["instructions"]),
+            int(doc["num_rows"]),
+            skipped,
+            directory,
+            identities=identities,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("malformed cache metadata in %s (%s); rebuilding the cache", directory, exc)
+        return None
 
 
 @contextlib.contextmanager
@@ -376,6 +488,21 @@ def _build_lock(cache_root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _preallocate(path: Path, size: int) -> None:
+    """Allocate ``size`` bytes of disk for ``path`` (ENOSPC now rather than SIGBUS later)."""
+    if not hasattr(os, "posix_fallocate") or size <= 0:  # pragma: no cover - macOS, Windows
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # the file system cannot preallocate; the memory map is all there is
+        raise
+    finally:
+        os.close(fd)
 
 
 def _fsync(path: Path) -> None:
@@ -400,7 +527,7 @@ def _remove_dir(directory: Path) -> None:
 
 def prune_stale(
     cache_root: Path,
-    current: dict[tuple[str, str], tuple[int, int]],
+    current: dict[tuple[str, str], FileIdentity],
     roots: Sequence[Path],
     keep: str,
     spec: Any = None,
@@ -408,9 +535,10 @@ def prune_stale(
     """Delete superseded caches; return what was removed.
 
     A cache is superseded when it lists a file of ``roots`` that changed or
-    vanished (``current`` maps (root, relative path) -> (size, mtime_ns) for
-    every file now in ``roots``), or when it was built for the same selection
-    ``spec`` as the cache ``keep`` (so the roots gained files since).
+    vanished (``current`` maps (root, relative path) -> (size, mtime_ns,
+    ctime_ns, inode) for every file now in ``roots``), when it was built for the
+    same selection ``spec`` as the cache ``keep`` (so the roots gained files
+    since), or when it has an older cache layout and lists files of ``roots``.
     """
     root_names = {str(r) for r in roots}
     removed = []
@@ -418,23 +546,39 @@ def prune_stale(
         if directory.name == f"columns-{keep[:24]}":
             continue
         try:
-            doc = json.loads((directory / META_NAME).read_text(encoding="utf-8"))
-            entries = doc["episodes"]
-        except (OSError, ValueError, KeyError):
+            doc = json.loads(read_regular(directory / META_NAME))
+            entries: list[tuple[Any, Any, tuple[Any, ...] | None]]
+            if doc.get("version") == CACHE_VERSION:
+                names = doc["roots"]
+                entries = [(names[e[0]], e[1], tuple(e[2:6])) for e in doc["episodes"]]
+            else:  # an older layout: only which roots it lists matters
+                entries = [(e.get("root"), e.get("path"), None) for e in doc["episodes"]]
+            ours = any(root in root_names for root, _, _ in entries)
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            AttributeError,
+            RecursionError,
+        ):
             continue  # not ours to judge
+        if doc.get("format") == CACHE_FORMAT and doc.get("version") != CACHE_VERSION and ours:
+            _remove_dir(directory)
+            removed.append(directory)
+            log.info("removed cache %s of an older layout", directory)
+            continue
         if spec is not None and doc.get("spec") == spec:
             _remove_dir(directory)
             removed.append(directory)
             log.info("removed superseded cache %s (same selection, files were added)", directory)
             continue
-        for e in entries:
-            if e.get("root") in root_names and current.get((e["root"], e["path"])) != (
-                e["size"],
-                e["mtime_ns"],
-            ):
+        for root, path, identity in entries:
+            if root in root_names and current.get((root, path)) != identity:
                 _remove_dir(directory)
                 removed.append(directory)
-                log.info("removed stale cache %s (%s changed or was removed)", directory, e["path"])
+                log.info("removed stale cache %s (%s changed or was removed)", directory, path)
                 break
     return removed
 
@@ -472,18 +616,27 @@ def open_or_build_cache(
         try:
 
             def allocate(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-                return np.lib.format.open_memmap(
-                    tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape
-                )
+                path = tmp / f"{name}.npy"
+                arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+                # Reserve the blocks now: on a full disk, writing through the memory map
+                # would kill the process with SIGBUS instead of raising an error.
+                _preallocate(path, arr.offset + arr.nbytes)
+                return arr
 
             arrays, starts, instructions, skipped, num_rows = _fill(records, allocate, on_error)
             for name, arr in arrays.items():
                 arr.flush()  # type: ignore[attr-defined]
                 del arr
                 _fsync(tmp / f"{name}.npy")
-            arrays.clear()
+            arrays.clear()  # unmapped: nothing writes to the columns any more
             doc = _meta_doc(records, key, starts, instructions, skipped, num_rows, spec)
-            atomic_write_text(tmp / META_NAME, json.dumps(doc, separators=(",", ":")))
+            doc["columns"] = {
+                name: list(identity_of(os.stat(tmp / f"{name}.npy")))
+                for name in (*ARRAY_COLUMNS, INSTRUCTION_COLUMN)
+            }
+            atomic_write_text(
+                tmp / META_NAME, with_checksum(json.dumps(doc, separators=(",", ":")))
+            )
             _fsync(tmp)
             try:
                 os.rename(tmp, final)

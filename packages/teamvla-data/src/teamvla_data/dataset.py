@@ -9,6 +9,7 @@ file order straight into the batch, small fields by fancy indexing).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -138,7 +139,7 @@ class MultiTaskDataset:
                 ) from None
             if self.store.built:  # a new cache may supersede older ones
                 current = {
-                    (str(r.root), r.path): (r.size, r.mtime_ns)
+                    (str(r.root), r.path): r.identity
                     for r in (*self.index.records, *self.index.bad)
                 }
                 prune_stale(
@@ -346,8 +347,18 @@ class MultiTaskDataset:
         )
 
     def stats_path(self, fields: Sequence[str] = B.NORMALIZED_KEYS) -> Path:
-        """Where statistics for ``fields`` are saved (in the cache directory)."""
-        return self.cache_root / f"stats-{self.stats_key(fields)[:24]}.json"
+        """Where statistics for ``fields`` are saved (in the cache directory).
+
+        The name holds the statistics key (portable: episodes, sizes, mtimes)
+        and a hash of the train files' local identities (ctime, inode), so that
+        an episode rewritten without a new size or mtime gets new statistics.
+        """
+        local = hashlib.sha256()
+        for r in sorted(self.stats_records, key=lambda r: (r.task, r.episode_id)):
+            local.update(f"{r.task}\x1f{r.episode_id}\x1f{r.ctime_ns}\x1f{r.ino}\n".encode())
+        return (
+            self.cache_root / f"stats-{self.stats_key(fields)[:24]}-{local.hexdigest()[:12]}.json"
+        )
 
     def load_or_compute_stats(
         self, fields: Sequence[str] = B.NORMALIZED_KEYS, *, mode: NormalizeMode = "mean_std"
@@ -355,7 +366,7 @@ class MultiTaskDataset:
         """Saved statistics whose key matches, or freshly computed (and saved atomically) ones."""
         path = self.stats_path(fields)
         key = self.stats_key(fields)
-        if path.exists():
+        if path.is_file():  # not a FIFO or a directory someone put there
             try:
                 stats = NormalizationStats.load(path)
             except SchemaError as exc:

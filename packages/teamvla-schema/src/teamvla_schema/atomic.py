@@ -1,8 +1,13 @@
-"""Atomic file writing: temporary file in the target directory, fsync, rename.
+"""Atomic file writing (temporary file in the target directory, fsync, rename) and safe opening.
 
 A reader (or a crash) can only ever observe the old file or the complete new
 one, never a truncated file. Temporary files start with ``.`` and end with
 ``.tmp`` so that scanners ignore any left behind by a killed process.
+
+:func:`open_regular` and :func:`read_regular` open files for reading that must
+be regular files: a FIFO (which would block forever), a device such as
+``/dev/zero`` (endless) or a directory is refused with a clear error before
+it is opened.
 """
 
 from __future__ import annotations
@@ -11,11 +16,86 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 TMP_SUFFIX = ".tmp"
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in after the check must not block the open
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+class NotRegularFileError(OSError):
+    """A path that had to be a regular file is a FIFO, device or socket (directories raise
+    ``IsADirectoryError``)."""
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` describes, for messages: ``"a FIFO"``, ``"a directory"``, ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _require_regular(st: os.stat_result, path: str | os.PathLike[str]) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "not a regular file (a directory)", os.fspath(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFileError(
+            errno.EINVAL, f"not a regular file ({file_kind(st.st_mode)})", os.fspath(path)
+        )
+
+
+def open_regular(path: str | os.PathLike[str]) -> tuple[BinaryIO, os.stat_result]:
+    """Open an existing regular file for binary reading; return it and its ``fstat``.
+
+    Symbolic links are followed (a loop raises ``OSError`` ELOOP). A directory
+    raises ``IsADirectoryError``, anything else that is not a regular file
+    :class:`NotRegularFileError`, without being opened
+    (opening a FIFO blocks until a writer appears; opening a device can have
+    side effects); the type is checked again on the open descriptor.
+    """
+    _require_regular(os.stat(path), path)
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        st = os.fstat(fd)
+        _require_regular(st, path)
+        return os.fdopen(fd, "rb"), st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular file (see :func:`open_regular`), refusing files over ``max_bytes``."""
+    fh, st = open_regular(path)
+    with fh:
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise OSError(
+                errno.EFBIG,
+                f"file is {st.st_size} bytes, more than the {max_bytes} bytes expected at most",
+                os.fspath(path),
+            )
+        data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # it grew after the fstat
+        raise OSError(errno.EFBIG, f"file is larger than {max_bytes} bytes", os.fspath(path))
+    return data
 
 
 def is_temporary(path: str | os.PathLike[str]) -> bool:
@@ -78,7 +158,10 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
         _fsync_dir(target.parent)
     finally:
         if not fh.closed:
-            fh.close()
+            # Closing flushes buffered bytes, which fails again on a full disk: the temporary
+            # file must be deleted all the same (the original error is already propagating).
+            with contextlib.suppress(OSError):
+                fh.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 

@@ -76,11 +76,18 @@ def _inspect_checkpoint(path: Path) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Summarise an episode file or a checkpoint."""
+    from teamvla_schema.atomic import open_regular
+
     path = Path(args.path)
-    if not path.is_file():
-        what = "is a directory, expected a file" if path.is_dir() else "no such file"
-        raise SchemaError(what if path.exists() or path.is_dir() else "no such file", path=path)
-    with open(path, "rb") as fh:
+    try:
+        fh, _ = open_regular(path)  # a FIFO or a device is refused, not read forever
+    except FileNotFoundError:
+        raise SchemaError("no such file", path=path) from None
+    except IsADirectoryError:
+        raise SchemaError("is a directory, expected a file", path=path) from None
+    except OSError as exc:
+        raise SchemaError(f"cannot open: {exc.strerror}", path=path) from None
+    with fh:
         magic = fh.read(4)
     if magic == b"PK\x03\x04" and path.suffix == ".npz":
         _inspect_episode(path)
@@ -93,7 +100,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check every episode under ROOT; exit 1 when any is bad."""
     from teamvla_schema.episode import find_episodes, validate_episode_file
 
-    paths = find_episodes(args.root)
+    unreadable: list[SchemaError] = []
+
+    def report(exc: SchemaError) -> None:  # a directory that cannot be listed: say so, go on
+        unreadable.append(exc)
+        print(f"BAD  {exc}")
+
+    paths = find_episodes(args.root, on_error=report)
     bad = 0
     for path in paths:
         try:
@@ -104,8 +117,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             if args.verbose:
                 print(f"ok   {path}")
-    print(f"{len(paths)} episode file(s) checked, {len(paths) - bad} ok, {bad} bad")
-    return 1 if bad else 0
+    summary = f"{len(paths)} episode file(s) checked, {len(paths) - bad} ok, {bad} bad"
+    if unreadable:
+        n = len(unreadable)
+        summary += f", {n} unreadable director{'y' if n == 1 else 'ies'} (not checked)"
+    print(summary)
+    return 1 if bad or unreadable else 0
 
 
 def register_commands(sub: argparse._SubParsersAction) -> None:

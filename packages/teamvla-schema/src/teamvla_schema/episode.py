@@ -9,21 +9,25 @@ needs pickle; readers use ``numpy.load(..., allow_pickle=False)``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
+import math
 import os
+import stat
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from teamvla_schema.atomic import atomic_write, is_temporary
+from teamvla_schema.atomic import atomic_write, file_kind, is_temporary, open_regular
 from teamvla_schema.errors import SchemaError
 from teamvla_schema.fields import FieldLayout, StepLayout, step_layout, validate_step
 from teamvla_schema.meta import EPISODE_FILE_VERSION, EpisodeMeta, validate_episode_meta
@@ -76,21 +80,13 @@ class _Column:
         return self.data[: self.size]
 
 
-def write_episode_arrays(
-    path: str | os.PathLike[str],
+def _encode_arrays(
     meta: EpisodeMeta,
     arrays: Mapping[str, np.ndarray],
-    *,
-    compress: bool = True,
-    compresslevel: int | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Atomically write already-stacked field arrays as an episode file.
-
-    Low-level: the arrays are checked for layout (same length, no object dtype)
-    but not validated step by step; :class:`EpisodeWriter` is the usual entry.
-    Large members are compressed in parallel threads.
-    """
+    compress: bool,
+    compresslevel: int | None,
+) -> tuple[dict[str, dict[str, Any]], list[Any]]:
+    """Check and encode (compress) the field arrays: the expensive part of writing, done once."""
     fields: dict[str, dict[str, Any]] = {}
     items: list[tuple[str, np.ndarray]] = []
     for name, arr in arrays.items():
@@ -107,14 +103,64 @@ def write_episode_arrays(
         dtype = "str" if arr.dtype.kind == "U" else str(arr.dtype)
         fields[name] = {"dtype": dtype, "shape": list(arr.shape[1:])}
         items.append((name, arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)))
+    level = zlib.Z_DEFAULT_COMPRESSION if compresslevel is None else compresslevel
+    return fields, encode_members(items, compress, level)
+
+
+def _publish(
+    path: Path,
+    meta: EpisodeMeta,
+    fields: dict[str, dict[str, Any]],
+    members: list[Any],
+    compress: bool,
+    compresslevel: int | None,
+    overwrite: bool,
+) -> None:
+    """Write the metadata member plus the encoded arrays to ``path`` atomically."""
     doc = {"format": FORMAT_NAME, **meta.to_dict(), "fields": fields}
     meta_bytes = np.frombuffer(json.dumps(doc, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     level = zlib.Z_DEFAULT_COMPRESSION if compresslevel is None else compresslevel
-    members = encode_members([(META_MEMBER, meta_bytes), *items], compress, level)
-    path = Path(path)
+    head = encode_members([(META_MEMBER, meta_bytes)], compress, level)
     with atomic_write(path, overwrite=overwrite) as fh:
-        write_zip(fh, members)
+        write_zip(fh, [*head, *members])
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same OS error (same errno and type), its message naming the episode file."""
+    return type(exc)(exc.errno, f"cannot write episode file ({exc.strerror})", str(path))
+
+
+def write_episode_arrays(
+    path: str | os.PathLike[str],
+    meta: EpisodeMeta,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    compress: bool = True,
+    compresslevel: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Atomically write already-stacked field arrays as an episode file.
+
+    Low-level: the arrays are checked for layout (same length, no object dtype)
+    but not validated step by step; :class:`EpisodeWriter` is the usual entry.
+    Large members are compressed in parallel threads. An existing ``path``
+    raises ``FileExistsError`` unless ``overwrite``; a failed write (disk full)
+    raises ``OSError`` naming ``path`` and leaves whatever was there untouched.
+    """
+    fields, members = _encode_arrays(meta, arrays, compress, compresslevel)
+    path = Path(path)
+    try:
+        _publish(path, meta, fields, members, compress, compresslevel, overwrite)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     return path
+
+
+#: How many times a writer with generated ids moves on to the next free id when
+#: another writer publishes the id it picked first.
+_MAX_ID_RETRIES = 1000
 
 
 class EpisodeWriter:
@@ -124,6 +170,16 @@ class EpisodeWriter:
     episode's first step; steps are buffered in growing per-field arrays; the
     file is written atomically at :meth:`end_episode`. Leaving a ``with`` block
     by an exception discards the unfinished episode (with a warning).
+
+    Several writers (threads or processes) may record into one root at once:
+    no file is ever overwritten unless ``overwrite=True``. A generated id is
+    only a first choice; if another writer publishes that id first,
+    :meth:`end_episode` takes the next free one (the returned path tells which).
+    An explicit ``episode_id`` that another writer published first is a
+    :class:`SchemaError`. If writing fails (disk full: ``OSError`` naming the
+    file), nothing is left on disk and the episode stays open, so
+    :meth:`end_episode` can be retried or the episode discarded. A writer
+    object itself is not thread-safe: use one per thread.
     """
 
     def __init__(
@@ -149,6 +205,7 @@ class EpisodeWriter:
         self._num_steps = 0
         self._last_success = False
         self._auto_counter: dict[str, int] = {}
+        self._auto_id = False
 
     # -- episode lifecycle
     @property
@@ -168,6 +225,7 @@ class EpisodeWriter:
                 f"episode {self._meta.episode_id!r} is still open; call end_episode() or discard_episode() first"
             )
         checked = validate_episode_meta(meta, require_id=False)
+        auto_id = not checked.episode_id
         episode_id = checked.episode_id or self._next_episode_id(checked.task)
         target = self.path_for(checked.task, episode_id)
         if target.exists() and not self.overwrite:
@@ -175,12 +233,14 @@ class EpisodeWriter:
                 "episode already exists (pass overwrite=True to the writer to replace it)",
                 path=target,
             )
-        self._meta = EpisodeMeta(
-            checked.task, episode_id, checked.success, 0, EPISODE_FILE_VERSION, checked.user
+        # replace(), not a field-by-field rebuild: optional metadata (fps, ...) must survive.
+        self._meta = dataclasses.replace(
+            checked, episode_id=episode_id, num_steps=0, version=EPISODE_FILE_VERSION
         )
         self._layout = None
         self._columns = {}
         self._num_steps = 0
+        self._auto_id = auto_id
         return self._meta
 
     def add_step(self, step: Mapping[str, Any]) -> None:
@@ -217,29 +277,44 @@ class EpisodeWriter:
                 f"episode {self._meta.episode_id!r} has no steps; add steps or discard it"
             )
         final_success = self._last_success if success is None else bool(success)
-        meta = EpisodeMeta(
-            self._meta.task,
-            self._meta.episode_id,
-            final_success,
-            self._num_steps,
-            EPISODE_FILE_VERSION,
-            self._meta.user,
+        meta = dataclasses.replace(
+            self._meta,
+            success=final_success,
+            num_steps=self._num_steps,
+            version=EPISODE_FILE_VERSION,
         )
         arrays = {name: col.finish() for name, col in self._columns.items()}
-        target = self.path_for(meta.task, meta.episode_id)
-        try:
-            path = write_episode_arrays(
-                target,
-                meta,
-                arrays,
-                compress=self.compress,
-                compresslevel=self.compresslevel,
-                overwrite=self.overwrite,
-            )
-        except FileExistsError as exc:
-            raise SchemaError(f"episode already exists: {exc}", path=target) from None
-        self._reset()
-        return path
+        fields, members = _encode_arrays(meta, arrays, self.compress, self.compresslevel)
+        for _ in range(_MAX_ID_RETRIES):
+            target = self.path_for(meta.task, meta.episode_id)
+            try:
+                # A generated id never replaces a file, whatever ``overwrite`` says.
+                _publish(
+                    target,
+                    meta,
+                    fields,
+                    members,
+                    self.compress,
+                    self.compresslevel,
+                    self.overwrite and not self._auto_id,
+                )
+            except FileExistsError:
+                if not self._auto_id:
+                    raise SchemaError(
+                        "episode already exists (written by another writer meanwhile; pass "
+                        "overwrite=True to the writer to replace it)",
+                        path=target,
+                    ) from None
+                # Another writer published this generated id first: take the next free one.
+                meta = dataclasses.replace(meta, episode_id=self._next_episode_id(meta.task))
+                continue
+            except OSError as exc:
+                raise _naming(exc, target) from exc
+            self._reset()
+            return target
+        raise SchemaError(
+            f"no free episode id found after {_MAX_ID_RETRIES} attempts", path=self.root / meta.task
+        )
 
     def discard_episode(self) -> None:
         """Drop the current episode without writing anything."""
@@ -297,6 +372,7 @@ class EpisodeWriter:
         self._columns = {}
         self._num_steps = 0
         self._last_success = False
+        self._auto_id = False
 
 
 # --------------------------------------------------------------------------- reading
@@ -353,151 +429,370 @@ def is_episode_file(path: str | os.PathLike[str]) -> bool:
     return os.fspath(path).endswith(EPISODE_SUFFIX) and not is_temporary(path)
 
 
-def find_episodes(root: str | os.PathLike[str]) -> list[Path]:
-    """All episode files under ``root``, sorted by path."""
+def walk_tree(
+    root: str | os.PathLike[str],
+    *,
+    skip_hidden: bool = False,
+    on_error: Callable[[SchemaError], None] | None = None,
+) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+    """Every entry under ``root`` that is not a directory, as ``(relative prefix, entries)`` per directory.
+
+    Symbolic links are followed, to files and to directories, but each real
+    directory is walked once (keyed by device and inode): a symlink loop ends,
+    and a directory reachable under two names is listed under its real name
+    when it is inside ``root`` (real directories are walked before symlinked
+    ones), otherwise under the first symlink in sorted order. Entries that are
+    not directories are yielded whatever they are (file, FIFO, device,
+    dangling or looping symlink), so that callers can report bad ones rather
+    than skip them. With ``skip_hidden`` names starting with ``.`` are left
+    out. A directory that cannot be listed raises :class:`SchemaError` naming
+    it, or is passed to ``on_error`` and skipped.
+    """
     root = Path(root)
-    if root.is_file():
+    visited: set[tuple[int, int]] = set()
+    try:
+        st = os.stat(root)
+        visited.add((st.st_dev, st.st_ino))
+    except OSError:
+        pass  # reported by scandir below
+    real: list[tuple[str, str]] = [(os.fspath(root), "")]
+    linked: list[tuple[str, str]] = []  # symlinked directories, walked after the real ones
+    while real or linked:
+        if real:
+            directory, prefix = real.pop()
+        else:
+            directory, prefix = linked.pop()
+            try:
+                st = os.stat(directory)
+            except OSError:
+                continue  # vanished meanwhile
+            if (st.st_dev, st.st_ino) in visited:
+                log.info("not walking %s again: it leads to a directory already walked", directory)
+                continue
+            visited.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except OSError as exc:
+            err = SchemaError(f"cannot list directory: {exc.strerror}", path=directory)
+            if on_error is None:
+                raise err from None
+            on_error(err)
+            continue
+        subdirs: list[tuple[str, str, bool]] = []
+        others: list[os.DirEntry[str]] = []
+        for entry in entries:
+            if skip_hidden and entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows symlinks; False for a dangling one
+            except OSError:  # a symlink loop (ELOOP) or an unreachable target: not a directory
+                is_dir = False
+            if is_dir:
+                subdirs.append((entry.path, f"{prefix}{entry.name}/", entry.is_symlink()))
+            else:
+                others.append(entry)
+        if others:
+            yield prefix, others
+        # Sorted so that which name a doubly reachable directory gets is deterministic.
+        for path, sub_prefix, is_link in sorted(subdirs, reverse=True):
+            if is_link:
+                linked.append((path, sub_prefix))
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in visited:
+                visited.add((st.st_dev, st.st_ino))
+                real.append((path, sub_prefix))
+        if not real:
+            linked.sort(reverse=True)
+
+
+def find_episodes(
+    root: str | os.PathLike[str], *, on_error: Callable[[SchemaError], None] | None = None
+) -> list[Path]:
+    """All episode files under ``root`` (or ``root`` itself if it is a file), sorted by path.
+
+    Every ``*.npz`` name that is not a writer's temporary file is listed, even
+    when it is not a readable regular file (a dangling symlink, a FIFO): the
+    readers then say what is wrong with it. Directory symlinks are followed
+    (see :func:`walk_tree`). A directory that cannot be listed raises
+    :class:`SchemaError` naming it, or, with ``on_error``, is reported to it.
+    """
+    root = Path(root)
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        raise SchemaError(
+            f"episode root does not exist or cannot be reached: {exc.strerror}", path=root
+        ) from None
+    if stat.S_ISREG(st.st_mode):
         return [root]
-    if not root.is_dir():
-        raise SchemaError("episode root does not exist or is not a directory", path=root)
-    return sorted(p for p in root.rglob(f"*{EPISODE_SUFFIX}") if is_episode_file(p) and p.is_file())
+    if not stat.S_ISDIR(st.st_mode):
+        raise SchemaError(
+            f"expected an episode root directory or an episode file, found {file_kind(st.st_mode)}",
+            path=root,
+        )
+    found = [
+        root / f"{prefix}{entry.name}"
+        for prefix, entries in walk_tree(root, on_error=on_error)
+        for entry in entries
+        if is_episode_file(entry.name)
+    ]
+    return sorted(found)
 
 
-def _open_npz(path: Path) -> zipfile.ZipFile:
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SchemaError(f"cannot open episode file: {exc.strerror}", path=path) from None
-    if size == 0:
-        raise SchemaError("empty file (0 bytes); expected a TeamVLA episode .npz", path=path)
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise SchemaError(f"cannot open episode file: {exc.strerror}", path=path) from None
-    if magic != b"PK\x03\x04":
-        raise SchemaError(f"not an npz (zip) file (starts with {magic!r})", path=path)
-    try:
-        return zipfile.ZipFile(path, "r")
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        OSError,
-        ValueError,
-        EOFError,
-        NotImplementedError,
-    ) as exc:
-        raise SchemaError(f"truncated or corrupt npz file: {exc}", path=path) from None
-
-
+#: The largest ``__meta__`` member accepted, checked against its declared size before inflating it.
+MAX_META_BYTES = 16 << 20
 # zlib's deflate cannot expand data by more than about 1032:1.
 _MAX_DEFLATE_RATIO = 1032
+# What a member may hold beyond the data its metadata implies: room for the .npy header.
+_MAX_NPY_HEADER_BYTES = 1 << 20
+# Data is read (and checked) in pieces of this size.
+_READ_CHUNK = 1 << 20
+_VALIDATE_CHUNK = 4 << 20
+_CORRUPT = (
+    zipfile.BadZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    SyntaxError,
+    MemoryError,
+    OverflowError,
+)
+
+
+@contextlib.contextmanager
+def _open_npz(path: Path) -> Iterator[tuple[zipfile.ZipFile, int]]:
+    """The episode file as a zip archive, plus its size; only regular files are opened."""
+    try:
+        fh, st = open_regular(path)
+    except OSError as exc:
+        raise SchemaError(f"cannot open episode file: {exc.strerror}", path=path) from None
+    with fh:
+        if st.st_size == 0:
+            raise SchemaError("empty file (0 bytes); expected a TeamVLA episode .npz", path=path)
+        try:
+            magic = fh.read(4)
+            fh.seek(0)
+        except OSError as exc:
+            raise SchemaError(f"cannot read episode file: {exc.strerror}", path=path) from None
+        if magic != b"PK\x03\x04":
+            raise SchemaError(f"not an npz (zip) file (starts with {magic!r})", path=path)
+        try:
+            zf = zipfile.ZipFile(fh, "r")
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            OSError,
+            ValueError,
+            EOFError,
+            NotImplementedError,
+        ) as exc:
+            raise SchemaError(f"truncated or corrupt npz file: {exc}", path=path) from None
+        with zf:
+            yield zf, st.st_size
 
 
 def _member_names(zf: zipfile.ZipFile) -> set[str]:
     return {n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")}
 
 
-def _load_member(
+def _capacity(info: zipfile.ZipInfo, file_size: int) -> int:
+    """The most bytes a member can inflate to: its declared size, bounded by what its data can hold."""
+    stored = min(info.compress_size, file_size)
+    if info.compress_type == zipfile.ZIP_STORED:
+        return min(info.file_size, stored)
+    return min(info.file_size, _MAX_DEFLATE_RATIO * stored + 4096)
+
+
+def _check_method(info: zipfile.ZipInfo, path: Path, name: str) -> None:
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise SchemaError(
+            f"unsupported compression method {info.compress_type} (episode files are stored "
+            "or deflated)",
+            path=path,
+            field=name,
+        )
+
+
+@contextlib.contextmanager
+def _member_data(
     zf: zipfile.ZipFile,
     name: str,
     path: Path,
+    file_size: int,
     expected: tuple[FieldLayout, int] | None = None,
-) -> np.ndarray:
-    """Read one ``.npy`` member, checking its header before any data is read.
+) -> Iterator[tuple[IO[bytes], tuple[int, ...], np.dtype, bool]]:
+    """One ``.npy`` member, opened and positioned at its data, after checking its header.
 
     Object (pickled) arrays are refused from the header alone, so no pickle is
-    ever loaded; a header declaring more bytes than the member can hold is
-    refused before memory is allocated; with ``expected`` (the field's layout
-    and the episode's step count from the metadata) a member whose dtype or
-    shape differs is refused before its data is decompressed.
+    ever loaded. Before any data is inflated: the zip entry's declared size
+    must equal the size the header implies (so nothing can inflate past it:
+    zipfile stops at the declared size and checks the CRC), and that size must
+    fit what the compressed bytes can hold; with ``expected`` (the field's
+    layout and the episode's step count from the metadata) the header's dtype
+    and shape must be the declared ones. Yields ``(stream, shape, dtype, fortran_order)``.
     """
     member = f"{name}.npy"
     try:
         info = zf.getinfo(member)
     except KeyError:
         raise SchemaError("array member is missing", path=path, field=name) from None
+    _check_method(info, path, name)
     try:
-        with zf.open(info) as fh:
+        fh = zf.open(info)
+    except (NotImplementedError, RuntimeError) as exc:  # encryption, unknown methods
+        raise SchemaError(f"unreadable zip member: {exc}", path=path, field=name) from None
+    except _CORRUPT as exc:
+        raise SchemaError(f"truncated or corrupt member: {exc}", path=path, field=name) from None
+    with fh:
+        try:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
-                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
             elif version == (2, 0):
-                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             else:
                 raise SchemaError(
                     f"unsupported .npy format version {version}", path=path, field=name
                 )
-    except SchemaError:
-        raise
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        OSError,
-        EOFError,
-        ValueError,
-        TypeError,
-        SyntaxError,
-    ) as exc:
-        raise SchemaError(
-            f"truncated or corrupt member header: {exc}", path=path, field=name
-        ) from None
-    except (NotImplementedError, RuntimeError) as exc:  # unsupported compression method, encryption
-        raise SchemaError(f"unreadable zip member: {exc}", path=path, field=name) from None
-    if dtype.hasobject:
-        raise SchemaError(
-            "member is an object array (pickled Python objects); refusing to load it: "
-            "episode files never contain pickles",
-            path=path,
-            field=name,
-        )
-    nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    capacity = info.file_size
-    if info.compress_type != zipfile.ZIP_STORED:
-        capacity = min(capacity, _MAX_DEFLATE_RATIO * info.compress_size + 4096)
-    if nbytes > capacity:
-        raise SchemaError(
-            f"member header declares {dtype}{list(shape)} ({nbytes} bytes) but the member holds at most "
-            f"{capacity} bytes: truncated or corrupt",
-            path=path,
-            field=name,
-        )
-    if expected is not None:
-        layout, num_steps = expected
-        want_shape = (num_steps, *layout.shape)
-        got_dtype = "str" if dtype.kind == "U" else str(dtype)
-        if got_dtype != layout.dtype or tuple(shape) != want_shape:
+            header_len = fh.tell()
+        except SchemaError:
+            raise
+        except (NotImplementedError, RuntimeError) as exc:
+            raise SchemaError(f"unreadable zip member: {exc}", path=path, field=name) from None
+        except _CORRUPT as exc:
             raise SchemaError(
-                f"expected {layout.dtype}{list(want_shape)} as declared in the metadata, "
-                f"received {dtype}{list(shape)}",
+                f"truncated or corrupt member header: {exc}", path=path, field=name
+            ) from None
+        if dtype.hasobject:
+            raise SchemaError(
+                "member is an object array (pickled Python objects); refusing to load it: "
+                "episode files never contain pickles",
                 path=path,
                 field=name,
             )
-    try:
-        with zf.open(info) as fh:
-            arr = np.lib.format.read_array(fh, allow_pickle=False)
-            # Reading to the end makes zipfile verify the member's CRC-32.
-            if fh.read(1):
-                raise ValueError("unexpected bytes after the array data")
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        OSError,
-        EOFError,
-        ValueError,
-        MemoryError,
-        NotImplementedError,
-        RuntimeError,
-    ) as exc:
-        raise SchemaError(f"truncated or corrupt member: {exc}", path=path, field=name) from None
-    if arr.dtype.hasobject:  # pragma: no cover - excluded by the header check above
-        raise SchemaError("member is an object array; refusing it", path=path, field=name)
-    return arr
+        if any(d < 0 for d in shape):
+            raise SchemaError(
+                f"member header declares a negative dimension {list(shape)}", path=path, field=name
+            )
+        nbytes = math.prod(shape) * dtype.itemsize
+        capacity = _capacity(info, file_size) - header_len
+        if nbytes > capacity:
+            raise SchemaError(
+                f"member header declares {dtype}{list(shape)} ({nbytes} bytes) but the member "
+                f"holds at most {max(capacity, 0)} bytes: truncated or corrupt",
+                path=path,
+                field=name,
+            )
+        if info.file_size != header_len + nbytes:
+            raise SchemaError(
+                f"zip entry declares {info.file_size} bytes but the npy header {dtype}{list(shape)} "
+                f"and step count imply {header_len + nbytes}: unexpected bytes after the array data "
+                "(corrupt, or a zip bomb; not inflated)",
+                path=path,
+                field=name,
+            )
+        if expected is not None:
+            layout, num_steps = expected
+            want_shape = (num_steps, *layout.shape)
+            got_dtype = "str" if dtype.kind == "U" else str(dtype)
+            if got_dtype != layout.dtype or tuple(shape) != want_shape:
+                raise SchemaError(
+                    f"expected {layout.dtype}{list(want_shape)} as declared in the metadata, "
+                    f"received {dtype}{list(shape)}",
+                    path=path,
+                    field=name,
+                )
+        yield fh, tuple(shape), dtype, bool(fortran)
 
 
-def _header_from_npz(zf: zipfile.ZipFile, path: Path) -> EpisodeHeader:
+def _read_exactly(fh: IO[bytes], dest: np.ndarray, path: Path, name: str) -> None:
+    """Fill the uint8 array ``dest`` from ``fh`` in pieces, then make sure the member ends there."""
+    total, done = dest.size, 0
+    while done < total:
+        chunk = fh.read(min(_READ_CHUNK, total - done))
+        if not chunk:
+            raise SchemaError(
+                f"truncated member: {done} of {total} data bytes", path=path, field=name
+            )
+        dest[done : done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        done += len(chunk)
+    # Reading to the end makes zipfile verify the member's CRC-32.
+    if fh.read(1):
+        raise SchemaError("unexpected bytes after the array data", path=path, field=name)
+
+
+def _load_member(
+    zf: zipfile.ZipFile,
+    name: str,
+    path: Path,
+    file_size: int,
+    expected: tuple[FieldLayout, int] | None = None,
+) -> np.ndarray:
+    """Read one ``.npy`` member whole (see :func:`_member_data` for the checks made first)."""
+    with _member_data(zf, name, path, file_size, expected) as (fh, shape, dtype, fortran):
+        try:
+            # Fortran-order data is the C-order data of the transposed array.
+            arr = np.empty(shape[::-1] if fortran else shape, dtype)
+            _read_exactly(fh, arr.reshape(-1).view(np.uint8), path, name)
+        except SchemaError:
+            raise
+        except (NotImplementedError, RuntimeError, *_CORRUPT) as exc:
+            raise SchemaError(
+                f"truncated or corrupt member: {exc}", path=path, field=name
+            ) from None
+    return arr.T if fortran else arr
+
+
+def _check_declared_total(
+    fields: dict[str, FieldLayout], num_steps: int, path: Path, file_size: int
+) -> None:
+    """Refuse metadata that promises more array data than the whole file could inflate to.
+
+    Callers allocate by the metadata (the dataset sizes its columns from it), so
+    a step count of 10**9 in a small file must not get past
+    :func:`read_episode_meta`. The bound is deflate's maximum ratio times the
+    file's size: memory used for any episode stays within about 1000 times its
+    size on disk. (Whether each member matches the metadata exactly is checked
+    when the member is read, from its own header, before inflating it.)
+    """
+    sizes = {}
+    for name, layout in fields.items():
+        itemsize = 4 if layout.dtype == "str" else np.dtype(layout.dtype).itemsize
+        sizes[name] = num_steps * math.prod(layout.shape) * itemsize  # str: >= 1 code unit
+    limit = _MAX_DEFLATE_RATIO * file_size + 4096 * len(fields)
+    total = sum(sizes.values())
+    if total > limit:
+        biggest = max(sizes, key=lambda n: sizes[n])
+        layout = fields[biggest]
+        raise SchemaError(
+            f"metadata declares {num_steps} steps ({total} bytes of arrays, {sizes[biggest]} of "
+            f"them {layout.dtype}{list(layout.shape)} per step here), more than this "
+            f"{file_size}-byte file can hold even at deflate's maximum ratio: corrupt or hostile",
+            path=path,
+            field=biggest,
+        )
+
+
+def _header_from_npz(zf: zipfile.ZipFile, path: Path, file_size: int) -> EpisodeHeader:
+    by_name: dict[str, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        if info.filename in by_name:
+            raise SchemaError(
+                f"duplicate member {info.filename!r} in the zip directory (ambiguous; refusing "
+                "to pick one)",
+                path=path,
+            )
+        by_name[info.filename] = info
     members = _member_names(zf)
-    if META_MEMBER not in members:
+    meta_info = by_name.get(f"{META_MEMBER}.npy")
+    if meta_info is None:
         legacy = (
             " (it looks like a seed-format file of pickled object arrays)"
             if {"meta", "steps"} & members
@@ -506,7 +801,14 @@ def _header_from_npz(zf: zipfile.ZipFile, path: Path) -> EpisodeHeader:
         raise SchemaError(
             f"not a TeamVLA episode file: no {META_MEMBER!r} member{legacy}", path=path
         )
-    raw = _load_member(zf, META_MEMBER, path)
+    if meta_info.file_size > MAX_META_BYTES:
+        raise SchemaError(
+            f"metadata member declares {meta_info.file_size} bytes, larger than the "
+            f"{MAX_META_BYTES} bytes allowed for metadata: corrupt or a zip bomb (not inflated)",
+            path=path,
+            field=META_MEMBER,
+        )
+    raw = _load_member(zf, META_MEMBER, path, file_size)
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise SchemaError(
             f"expected uint8[n] JSON bytes, received {raw.dtype}{raw.shape}",
@@ -515,7 +817,8 @@ def _header_from_npz(zf: zipfile.ZipFile, path: Path) -> EpisodeHeader:
         )
     try:
         doc = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSON syntax, and Python's limit on int literals (4300 digits)
         raise SchemaError(
             f"metadata is not valid UTF-8 JSON: {exc}", path=path, field=META_MEMBER
         ) from None
@@ -545,6 +848,12 @@ def _header_from_npz(zf: zipfile.ZipFile, path: Path) -> EpisodeHeader:
         raise SchemaError("metadata has no 'fields' table", path=path, field=META_MEMBER)
     fields: dict[str, FieldLayout] = {}
     for name, spec in fields_doc.items():
+        if not name.isidentifier() or name == META_MEMBER:
+            raise SchemaError(
+                f"field names must be identifiers other than {META_MEMBER!r}, received {name!r}",
+                path=path,
+                field=META_MEMBER,
+            )
         try:
             dtype = str(spec["dtype"])
             shape = spec["shape"]
@@ -554,21 +863,35 @@ def _header_from_npz(zf: zipfile.ZipFile, path: Path) -> EpisodeHeader:
                 isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
             ):
                 raise ValueError(shape)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, SyntaxError):
             raise SchemaError(
                 f"bad field entry {spec!r} in metadata", path=path, field=name
             ) from None
         fields[name] = FieldLayout(dtype, tuple(shape))
-        if name == META_MEMBER or name not in members:
+        if f"{name}.npy" not in by_name:
             raise SchemaError("field listed in metadata has no array member", path=path, field=name)
-    return EpisodeHeader(path, meta, fields, path.stat().st_size)
+    if len(by_name) != len(fields) + 1:
+        expected = {f"{META_MEMBER}.npy", *(f"{n}.npy" for n in fields)}
+        extra = sorted(set(by_name) - expected)[0]
+        raise SchemaError(
+            f"unexpected member {extra!r}: not listed in the metadata's fields (an episode file "
+            f"holds {META_MEMBER}.npy and one <field>.npy per field, nothing else)",
+            path=path,
+        )
+    _check_declared_total(fields, meta.num_steps, path, file_size)
+    return EpisodeHeader(path, meta, fields, file_size)
 
 
 def read_episode_meta(path: str | os.PathLike[str]) -> EpisodeHeader:
-    """Read only an episode's metadata and field layout (no arrays are decompressed)."""
+    """Read only an episode's metadata and field layout (no arrays are decompressed).
+
+    The metadata is checked for consistency with the zip directory (every field
+    has a member, nothing else is there, the declared arrays fit the file), but
+    the members' own headers are only checked when they are read.
+    """
     path = Path(path)
-    with _open_npz(path) as zf:
-        return _header_from_npz(zf, path)
+    with _open_npz(path) as (zf, size):
+        return _header_from_npz(zf, path, size)
 
 
 def read_episode(path: str | os.PathLike[str], fields: Sequence[str] | None = None) -> Episode:
@@ -576,11 +899,11 @@ def read_episode(path: str | os.PathLike[str], fields: Sequence[str] | None = No
 
     Only the requested members are decompressed. Every array is checked against
     the metadata (dtype, per-step shape, number of steps) from its ``.npy``
-    header, before its data is read.
+    header, before its data is read; memory use is the size of the arrays read.
     """
     path = Path(path)
-    with _open_npz(path) as zf:
-        header = _header_from_npz(zf, path)
+    with _open_npz(path) as (zf, size):
+        header = _header_from_npz(zf, path, size)
         names = list(header.fields) if fields is None else list(fields)
         arrays: dict[str, np.ndarray] = {}
         for name in names:
@@ -589,7 +912,7 @@ def read_episode(path: str | os.PathLike[str], fields: Sequence[str] | None = No
                 raise SchemaError(
                     f"no such field; the episode has {sorted(header.fields)}", path=path, field=name
                 )
-            arrays[name] = _load_member(zf, name, path, (layout, header.meta.num_steps))
+            arrays[name] = _load_member(zf, name, path, size, (layout, header.meta.num_steps))
     return Episode(header, arrays)
 
 
@@ -600,80 +923,148 @@ def iter_steps(
     yield from read_episode(path, fields).iter_steps()
 
 
+def _scan_member(
+    zf: zipfile.ZipFile,
+    name: str,
+    header: EpisodeHeader,
+    *,
+    finite: bool,
+    equals: str | None,
+) -> None:
+    """Inflate one member in pieces (bounded memory), checking finiteness or equality per element."""
+    path, num_steps = header.path, header.meta.num_steps
+    layout = header.fields[name]
+    with _member_data(zf, name, path, header.file_size, (layout, num_steps)) as (
+        fh,
+        shape,
+        dtype,
+        fortran,
+    ):
+        per_step = max(math.prod(shape[1:]), 1)
+        total = math.prod(shape)
+        first_bad: int | None = None
+        bad_value: Any = None
+        count = max(1, _VALIDATE_CHUNK // max(dtype.itemsize, 1))
+        done = 0
+        try:
+            while done < total:
+                n = min(count, total - done)
+                want = n * dtype.itemsize
+                chunk = fh.read(want)
+                while len(chunk) < want:
+                    more = fh.read(want - len(chunk))
+                    if not more:
+                        raise SchemaError(
+                            f"truncated member: {done * dtype.itemsize + len(chunk)} of "
+                            f"{total * dtype.itemsize} data bytes",
+                            path=path,
+                            field=name,
+                        )
+                    chunk += more
+                values = np.frombuffer(chunk, dtype, count=n)
+                if finite:
+                    ok = np.isfinite(values)
+                elif equals is not None:
+                    ok = values == equals
+                else:
+                    ok = None
+                if ok is not None and not ok.all():
+                    bad = np.flatnonzero(~ok)
+                    if fortran:  # the step index varies fastest: look at every bad element
+                        steps = (done + bad) % num_steps
+                        step = int(steps.min())
+                        at = int(bad[int(np.argmin(steps))])
+                    else:
+                        step, at = (done + int(bad[0])) // per_step, int(bad[0])
+                    if first_bad is None or step < first_bad:
+                        first_bad, bad_value = step, values[at]
+                    if not fortran:
+                        break
+                done += n
+            else:
+                # Reading to the end makes zipfile verify the member's CRC-32.
+                if fh.read(1):
+                    raise SchemaError(
+                        "unexpected bytes after the array data", path=path, field=name
+                    )
+        except SchemaError:
+            raise
+        except (NotImplementedError, RuntimeError, *_CORRUPT) as exc:
+            raise SchemaError(
+                f"truncated or corrupt member: {exc}", path=path, field=name
+            ) from None
+    if first_bad is not None:
+        if finite:
+            raise SchemaError(
+                "expected finite values, received NaN/inf", path=path, field=name, step=first_bad
+            )
+        raise SchemaError(
+            f"expected task {equals!r} (the episode's task), received {str(bad_value)!r}",
+            path=path,
+            field=name,
+            step=first_bad,
+        )
+
+
 def validate_episode_file(path: str | os.PathLike[str]) -> EpisodeHeader:
     """Fully check an episode file: readable, declared layout, schema fields, finite values.
 
-    Reads and decompresses every array (use :func:`read_episode_meta` for a
-    cheap check). Raises :class:`SchemaError` naming the file, field and, for
-    non-finite values, the first bad step.
+    Inflates every member, in pieces (memory stays bounded whatever the
+    episode's size; use :func:`read_episode_meta` for a cheap check). Raises
+    :class:`SchemaError` naming the file, field and, for non-finite values or a
+    wrong ``task``, the first bad step.
     """
     from teamvla_schema.fields import _EXTRA_DTYPES, KNOWN_FIELDS, REQUIRED_FIELDS
 
-    episode = read_episode(path)
-    header = episode.header
-    missing = [n for n in REQUIRED_FIELDS if n not in header.fields]
-    if missing:
-        raise SchemaError(
-            f"missing required field(s) {missing}", path=header.path, field=missing[0]
-        )
-    if header.meta.num_steps == 0:
-        raise SchemaError("episode has no steps", path=header.path)
-    dims: dict[str, tuple[int, str]] = {}
-    for name, spec in KNOWN_FIELDS.items():
-        if name not in header.fields:
-            continue
-        layout = header.fields[name]
-        expected = "str" if spec.kind == "str" else ("bool" if spec.kind == "bool" else spec.dtype)
-        ok = layout.dtype == expected and len(layout.shape) == len(spec.shape)
-        for dim, size in zip(spec.shape, layout.shape, strict=False):
-            if isinstance(dim, int) and dim != size:
-                ok = False
-            elif isinstance(dim, str):
-                if dim in dims and dims[dim][0] != size:
+    path = Path(path)
+    with _open_npz(path) as (zf, size):
+        header = _header_from_npz(zf, path, size)
+        missing = [n for n in REQUIRED_FIELDS if n not in header.fields]
+        if missing:
+            raise SchemaError(
+                f"missing required field(s) {missing}", path=header.path, field=missing[0]
+            )
+        if header.meta.num_steps == 0:
+            raise SchemaError("episode has no steps", path=header.path)
+        dims: dict[str, tuple[int, str]] = {}
+        for name, spec in KNOWN_FIELDS.items():
+            if name not in header.fields:
+                continue
+            layout = header.fields[name]
+            expected = (
+                "str" if spec.kind == "str" else ("bool" if spec.kind == "bool" else spec.dtype)
+            )
+            ok = layout.dtype == expected and len(layout.shape) == len(spec.shape)
+            for dim, dim_size in zip(spec.shape, layout.shape, strict=False):
+                if isinstance(dim, int) and dim != dim_size:
                     ok = False
-                dims.setdefault(dim, (size, name))
-        if not ok:
-            raise SchemaError(
-                f"expected {spec.describe()} per step, received {layout.dtype}{list(layout.shape)}",
-                path=header.path,
-                field=name,
-            )
-        arr = episode.arrays[name]
-        if arr.dtype.kind == "f" and not spec.allow_nonfinite:
-            finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
-            if not finite.all():
+                elif isinstance(dim, str):
+                    if dim in dims and dims[dim][0] != dim_size:
+                        ok = False
+                    dims.setdefault(dim, (dim_size, name))
+            if not ok:
                 raise SchemaError(
-                    "expected finite values, received NaN/inf",
+                    f"expected {spec.describe()} per step, received {layout.dtype}{list(layout.shape)}",
                     path=header.path,
                     field=name,
-                    step=int(np.argmin(finite)),
                 )
-    for name in header.fields:
-        if name in KNOWN_FIELDS:
-            continue
-        arr = episode.arrays[name]
-        if arr.dtype.kind != "U" and arr.dtype not in _EXTRA_DTYPES:
-            raise SchemaError(
-                f"extra field must hold bool, [u]int8..64, float16/32/64 or str values, received {arr.dtype}",
-                path=header.path,
-                field=name,
-            )
-        if arr.dtype.kind == "f":
-            finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
-            if not finite.all():
+        for name, layout in header.fields.items():
+            if name in KNOWN_FIELDS or layout.dtype == "str":
+                continue
+            if np.dtype(layout.dtype) not in _EXTRA_DTYPES:
                 raise SchemaError(
-                    "expected finite values, received NaN/inf",
+                    "extra field must hold bool, [u]int8..64, float16/32/64 or str values, "
+                    f"received {np.dtype(layout.dtype)}",
                     path=header.path,
                     field=name,
-                    step=int(np.argmin(finite)),
                 )
-    task = episode.arrays["task"]
-    if not np.all(task == header.meta.task):
-        bad = int(np.argmax(task != header.meta.task))
-        raise SchemaError(
-            f"expected task {header.meta.task!r} (the episode's task), received {str(task[bad])!r}",
-            path=header.path,
-            field="task",
-            step=bad,
-        )
+        for name, layout in header.fields.items():
+            known = KNOWN_FIELDS.get(name)
+            finite = (
+                layout.dtype != "str"
+                and np.dtype(layout.dtype).kind == "f"
+                and not (known is not None and known.allow_nonfinite)
+            )
+            equals = header.meta.task if name == "task" else None
+            _scan_member(zf, name, header, finite=finite, equals=equals)
     return header
