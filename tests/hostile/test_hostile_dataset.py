@@ -479,3 +479,23 @@ def test_file_size_limit_while_building_the_cache(root: Path, tmp_path: Path) ->
     assert result["path"] == str(cache)
     assert not list(cache.glob("*columns-*")) and manifest_path(root).read_bytes() == manifest
     assert len(MultiTaskDataset(root, cache_dir=cache)) > 0  # fine once there is room again
+
+
+def test_cache_with_a_valid_checksum_but_another_row_layout_is_rebuilt(root: Path) -> None:
+    # What a cache written by another build of the same format version looks like: intact,
+    # checksummed JSON whose episode rows are shorter than this build expects.
+    from teamvla_data.manifest import CHECKSUM_KEY, with_checksum
+
+    first = MultiTaskDataset(root, obs_history=1, action_horizon=2)
+    want = everything(first)
+    assert first.store.path is not None
+    meta = first.store.path / "meta.json"
+    st = meta.stat()
+    doc = json.loads(meta.read_text())
+    doc.pop(CHECKSUM_KEY, None)
+    doc["episodes"] = [row[:6] for row in doc["episodes"]]
+    meta.write_text(with_checksum(json.dumps(doc, separators=(",", ":"))))
+    keep_times(meta, st)
+    again = MultiTaskDataset(root, obs_history=1, action_horizon=2)
+    assert again.store.built, "a cache this build cannot read was used"
+    assert same_batches(everything(again), want)

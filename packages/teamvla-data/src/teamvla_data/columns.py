@@ -472,7 +472,7 @@ def _open_cache(directory: Path, key: str) -> ColumnStore | None:
             directory,
             identities=identities,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
         log.warning("malformed cache metadata in %s (%s); rebuilding the cache", directory, exc)
         return None
 
