@@ -399,7 +399,7 @@ def test_fifo_does_not_block(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.ckpt"
     os.mkfifo(fifo)
     out = _in_subprocess(str(fifo))
-    expected = f"{fifo}: a FIFO (named pipe), not a checkpoint file (expected a regular file)"
+    expected = f"{fifo}: a FIFO, not a checkpoint file (expected a regular file)"
     assert out.splitlines() == [expected] * 2, out
 
 
@@ -427,7 +427,7 @@ def test_fifo_swapped_in_after_the_check_does_not_block(
         with pytest.raises(SchemaError) as info:
             reader(fifo)
         assert str(info.value) == (
-            f"{fifo}: a FIFO (named pipe), not a checkpoint file (expected a regular file)"
+            f"{fifo}: a FIFO, not a checkpoint file (expected a regular file)"
         )
 
 

@@ -296,7 +296,7 @@ def test_top_level_path_that_is_not_a_file(tmp_path: Path, kind: str) -> None:
     path: str | Path = tmp_path / "top.yaml"
     expected = {
         "directory": "it is a directory",
-        "fifo": "it is a FIFO (named pipe)",
+        "fifo": "it is a FIFO",
         "dev-zero": "it is a character device",
         "nul": "embedded null byte",
         "loop": "Too many levels of symbolic links",

@@ -37,7 +37,7 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
-from teamvla_schema.atomic import atomic_write
+from teamvla_schema.atomic import atomic_write, file_kind
 from teamvla_schema.errors import SchemaError
 
 CHECKPOINT_FORMAT = "teamvla-checkpoint"
@@ -371,19 +371,6 @@ class CheckpointInfo:
         return structure
 
 
-def _file_kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
 @contextlib.contextmanager
 def _open_checkpoint(path: Path) -> Iterator[tuple[IO[bytes], int]]:
     """The checkpoint opened for reading, and its size; only regular files are opened.
@@ -396,7 +383,7 @@ def _open_checkpoint(path: Path) -> Iterator[tuple[IO[bytes], int]]:
 
     def refuse(mode: int) -> SchemaError:
         return SchemaError(
-            f"{_file_kind(mode)}, not a checkpoint file (expected a regular file)", path=path
+            f"{file_kind(mode)}, not a checkpoint file (expected a regular file)", path=path
         )
 
     try:

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from teamvla_schema.atomic import atomic_write_text
+from teamvla_schema.atomic import atomic_write_text, file_kind
 from teamvla_schema.errors import SchemaError
 
 T = TypeVar("T")
@@ -374,17 +374,7 @@ _OPEN_FLAGS = (
 
 def _not_a_file(mode: int) -> str | None:
     """What a non-regular file is ("a directory", ...), or None for a regular file."""
-    for test, kind in (
-        (stat.S_ISREG, None),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
+    return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def _read_text(path: Path, shown: str) -> str:
