@@ -32,6 +32,8 @@ from teamvla_train.algo_config import DaggerConfig
 from teamvla_train.model_config import ModelConfig
 
 DEFAULT_EVAL_TASKS = ("lift", "handoff", "drawer")
+#: ``trainer.loggers`` values (see :mod:`teamvla_train.engine.loggers`).
+LoggerName = Literal["jsonl", "tensorboard", "wandb"]
 
 
 @dataclass
@@ -125,7 +127,23 @@ class TrainerConfig:
 
     # --- logging ----------------------------------------------------------------------
     log_every: int = field(default=25, ge=1, doc="Write a metrics line every N optimiser steps.")
-    tensorboard: bool = field(default=False, doc="Also log to TensorBoard when it is installed.")
+    loggers: list[LoggerName] = field(
+        default_factory=lambda: ["jsonl"],
+        doc="Where metrics, the config and pictures go: jsonl (<run>/metrics.jsonl, always "
+        "written, added when not listed), tensorboard (<run>/tensorboard; teamvla-train[tensorboard]), "
+        "wandb (offline run in <run>/wandb; teamvla-train[wandb]).",
+    )
+    tensorboard: bool = field(
+        default=False, doc="Deprecated alias: true adds tensorboard to loggers (then reads false)."
+    )
+
+    def __post_init__(self) -> None:
+        # jsonl always comes first; the deprecated switch of older configs and checkpoints folds in.
+        names: list[LoggerName] = ["jsonl", *self.loggers]
+        if self.tensorboard:
+            names.append("tensorboard")
+        self.loggers = list(dict.fromkeys(names))
+        self.tensorboard = False
 
     def validate(self) -> None:
         """Cross-field checks."""

@@ -187,6 +187,7 @@ def run_demo(
     """
     from teamvla_train.config import resolve_train_config
     from teamvla_train.engine import train
+    from teamvla_train.engine.loggers import log_pictures
     from teamvla_train.eval_report import format_table, plot_run, write_json
     from teamvla_train.evaluation import evaluate_policy
     from teamvla_train.policy import load_policy
@@ -263,6 +264,14 @@ def run_demo(
             pictures_dir=pictures,
             progress=progress,
         )
+    )
+    # Rollout pictures to the run's TensorBoard / W&B too (its curves went there when training ended).
+    log_pictures(
+        run_dir,
+        cfg.trainer.loggers,
+        evaluation.get("pictures", []),
+        step=result.steps,
+        config=cfg.resolved,
     )
     curves = plot_run(run_dir, out=pictures / "training_curves.png")
     evaluation.setdefault("pictures", []).append(str(curves))

@@ -169,7 +169,8 @@ def run_eval_command(
     progress: bool = True,
 ) -> int:
     """The ``teamvla eval`` command: evaluate, print the table, write ``eval.json``."""
-    from teamvla_train.engine.checkpointing import resolve_checkpoint
+    from teamvla_train.engine.checkpointing import checkpoint_step, resolve_checkpoint
+    from teamvla_train.engine.loggers import configured_loggers, log_pictures
     from teamvla_train.policy import load_policy
 
     if len(checkpoints) > 2:
@@ -201,6 +202,19 @@ def run_eval_command(
         if pic_dir is not None:
             run_dir = run_dir_of(path)
             if run_dir is not None:
+                # Rollout pictures to the training run's TensorBoard / W&B, as its config asks.
+                try:
+                    step = checkpoint_step(path)
+                except SchemaError:
+                    step = 0
+                log_pictures(
+                    run_dir,
+                    configured_loggers(policy.config),
+                    res.get("pictures", []),
+                    step=step,
+                    config=policy.config,
+                    missing="warn",
+                )
                 res.setdefault("pictures", []).append(
                     str(plot_run(run_dir, out=pic_dir / "training_curves.png"))
                 )

@@ -49,6 +49,7 @@ from teamvla_train.engine.device import (
     seed_everything,
 )
 from teamvla_train.engine.distributed import DistInfo, init_distributed, shutdown_distributed
+from teamvla_train.engine.loggers import require_packages
 from teamvla_train.engine.metrics import MetricsLogger
 from teamvla_train.engine.progress import Interval, ProgressLines, is_terminal
 from teamvla_train.engine.resume import check_resume_config, find_resume, show_changes
@@ -98,6 +99,7 @@ def setup(
     data: TrainData | None = None,
 ) -> Engine:
     """Build the whole run in a fixed order (see the module docstring)."""
+    require_packages(cfg.trainer.loggers)  # a missing logger package stops the run before any work
     requested = device or cfg.run.device
     try:
         device_type = torch.device(requested).type
@@ -125,7 +127,14 @@ def setup(
     ckpt_dir = run_dir / ckpt_io.CHECKPOINT_DIR / ckpt_io.task_dir_name(algo.tasks)
     point = find_resume(resume, run_dir, ckpt_dir)
     # The logger only once the run is accepted: a refused resume leaves the run directory as it was.
-    logger = MetricsLogger(run_dir, enabled=dist_info.is_main, tensorboard=cfg.trainer.tensorboard)
+    # Its backends (TensorBoard, W&B) open on the first record.
+    logger = MetricsLogger(
+        run_dir,
+        enabled=dist_info.is_main,
+        loggers=cfg.trainer.loggers,
+        config=cfg.resolved,
+        resumed_at=None if point is None else int(point.checkpoint["training_state"]["step"]),
+    )
     ctx.logger = logger
     engine = Engine(cfg=cfg, run_dir=run_dir, ckpt_dir=ckpt_dir, ctx=ctx, algo=algo, logger=logger)
     if point is not None:
@@ -335,5 +344,6 @@ def train(
             save_resolved_config(run_path / CONFIG_FILE, train_cfg.resolved)
         return run(engine, progress=progress)
     finally:
+        engine.logger.close(failed=True)  # a no-op after run() closed it; else the run failed
         engine.algo.close()
         shutdown_distributed(engine.dist_info)

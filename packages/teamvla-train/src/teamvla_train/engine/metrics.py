@@ -1,10 +1,12 @@
-"""Run metrics: a JSONL file (one object per line), optional TensorBoard, and a reader.
+"""Run metrics: a JSONL file (one object per line), the other loggers, and a reader.
 
 The JSONL file is an append-only log: each record is written with one
 ``write`` call on a file opened in append mode. A resumed run appends after
 the records of the run it continues (records of steps after its checkpoint
 are written again); :func:`read_metrics` keeps the last record per
-``(split, step)`` and skips a line torn by a killed process.
+``(split, step)`` and skips a line torn by a killed process. TensorBoard and
+Weights & Biases (``trainer.loggers``) get the same records through
+:mod:`teamvla_train.engine.loggers`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from teamvla_schema import SchemaError
+
+from teamvla_train.engine.loggers import RunLoggers, require_packages
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,34 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLogger:
-    """Append metric records to ``<run_dir>/metrics.jsonl`` (and TensorBoard when asked and installed)."""
+    """Append metric records to ``<run_dir>/metrics.jsonl`` and hand them to the other loggers.
 
-    def __init__(self, run_dir: Path, *, enabled: bool = True, tensorboard: bool = False) -> None:
+    ``loggers`` are ``trainer.loggers`` (``jsonl`` is always written); a missing
+    package raises :class:`ImportError` here, before any training. ``config``
+    is logged by the other backends; ``resumed_at`` is the step a resumed run
+    continues from (None: a fresh run). Only an ``enabled`` logger (rank 0)
+    writes anything.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        enabled: bool = True,
+        loggers: Sequence[str] = ("jsonl",),
+        config: Mapping[str, Any] | None = None,
+        resumed_at: int | None = None,
+    ) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         self.enabled = enabled
-        self._tb = None
+        require_packages(loggers)  # on every rank, so that all of them stop alike
+        self.others = RunLoggers(
+            run_dir,
+            loggers if enabled else (),
+            config=config,
+            job="train" if resumed_at is None else "resume",
+            start_step=resumed_at or 0,
+        )
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,15 +72,6 @@ class MetricsLogger:
                 fh.seek(-1, os.SEEK_END)
                 if fh.read(1) != b"\n":
                     self._append("\n")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                log.warning(
-                    "trainer.tensorboard is on but tensorboard is not installed; logging to JSONL only"
-                )
-            else:
-                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def _append(self, text: str) -> None:
         data = text.encode("utf-8")
@@ -78,25 +95,21 @@ class MetricsLogger:
             )
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append one record (plain numbers and strings)."""
+        """Append one record (plain numbers and strings); its numbers go to the other loggers."""
         if not self.enabled:
             return
         clean = {k: _clean(v) for k, v in record.items()}
         self._append(json.dumps(clean, allow_nan=False) + "\n")
-        if self._tb is not None and "step" in record:
-            split = record.get("split", "train")
-            for k, v in record.items():
-                if (
-                    isinstance(v, int | float)
-                    and not isinstance(v, bool)
-                    and k not in ("step", "epoch")
-                ):
-                    self._tb.add_scalar(f"{split}/{k}", v, record["step"])
+        self.others.record(record)
 
-    def close(self) -> None:
-        """Flush TensorBoard."""
-        if self._tb is not None:
-            self._tb.close()
+    def log_picture(self, path: str | os.PathLike[str], *, step: int | None = None) -> None:
+        """Log a PNG or GIF file to the other loggers (JSONL holds numbers only)."""
+        if self.enabled:
+            self.others.picture(Path(path), step=step)
+
+    def close(self, *, failed: bool = False) -> None:
+        """Finish the other loggers (idempotent); after a run that ended well, log its curves first."""
+        self.others.close(failed=failed, metrics=self.path if self.enabled else None)
 
 
 def read_metrics(path: str | os.PathLike[str], split: str | None = "train") -> list[dict[str, Any]]:

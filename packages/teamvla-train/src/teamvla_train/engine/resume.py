@@ -51,7 +51,8 @@ RESUME_MAY_DIFFER: tuple[str, ...] = (
     "trainer.ckpt_every",
     "trainer.keep_last",
     "trainer.log_every",
-    "trainer.tensorboard",
+    "trainer.loggers",
+    "trainer.tensorboard",  # the deprecated alias of trainer.loggers, in older checkpoints
     "trainer.resume_force",
     "eval",
 )
