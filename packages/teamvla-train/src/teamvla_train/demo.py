@@ -272,6 +272,7 @@ def run_demo(
         evaluation.get("pictures", []),
         step=result.steps,
         config=cfg.resolved,
+        strict=False,
     )
     curves = plot_run(run_dir, out=pictures / "training_curves.png")
     evaluation.setdefault("pictures", []).append(str(curves))

@@ -213,7 +213,7 @@ def run_eval_command(
                     res.get("pictures", []),
                     step=step,
                     config=policy.config,
-                    missing="warn",
+                    strict=False,
                 )
                 res.setdefault("pictures", []).append(
                     str(plot_run(run_dir, out=pic_dir / "training_curves.png"))
