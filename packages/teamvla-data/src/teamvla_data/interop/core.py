@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from teamvla_schema.episode import find_episodes, read_episode, write_episode_arrays
+from teamvla_schema.episode import EpisodeWriter, find_episodes, read_episode
 from teamvla_schema.errors import SchemaError
 from teamvla_schema.fields import (
     KNOWN_FIELDS,
     REQUIRED_FIELDS,
-    StepLayout,
-    step_layout,
-    validate_step,
 )
-from teamvla_schema.meta import EpisodeMeta, validate_episode_meta
 
 #: Key of the episode's user metadata where converters keep what has no counterpart.
 INTEROP_KEY = "interop"
@@ -152,74 +148,55 @@ def count_teamvla(root: str | os.PathLike[str]) -> int:
     return len(find_episodes(root))
 
 
-def _stack(values: list[Any], lay: Any) -> np.ndarray:
-    if lay.dtype == "str":
-        width = max([1, *(len(s) for s in values)])
-        return np.array(values, dtype=f"<U{width}")
-    out = np.empty((len(values), *lay.shape), np.dtype(lay.dtype))
-    for i, v in enumerate(values):
-        out[i] = v
-    return out
-
-
 class TeamvlaWriter:
-    """Writes :class:`ConvEpisode` objects as episode files under ``root``.
+    """Writes :class:`ConvEpisode` objects as episode files under ``root`` through ``EpisodeWriter``.
 
-    Every step is validated with :func:`teamvla_schema.validate_step` against
-    the episode's first step, exactly as :class:`teamvla_schema.EpisodeWriter`
-    does, and each file is published atomically by
-    :func:`teamvla_schema.write_episode_arrays` (temporary file, fsync, link),
-    never replacing an existing file. Unlike ``EpisodeWriter`` it keeps the
-    metadata's ``fps``.
+    Every step is validated by :class:`teamvla_schema.EpisodeWriter` (errors
+    name the source file, field and step) and each file is published
+    atomically, never replacing an existing file; the metadata's ``fps`` is kept.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.written: list[Path] = []
+        self._writer = EpisodeWriter(self.root, overwrite=False)
 
     def write(self, ep: ConvEpisode) -> Path:
         """Validate and write one episode; return its path."""
-        meta = validate_episode_meta(
+        if ep.num_steps == 0:
+            raise SchemaError("episode has no steps", path=ep.source or None)
+        target = self.root / ep.task / f"{ep.episode_id}.npz"
+        if target.exists():
+            raise SchemaError("episode already exists; convert into an empty root", path=target)
+        w = self._writer
+        meta = w.start_episode(
             {"task": ep.task, "episode_id": ep.episode_id, "user": ep.user, "fps": ep.fps}
         )
-        n = ep.num_steps
-        if n == 0:
-            raise SchemaError("episode has no steps", path=ep.source or None)
-        layout: StepLayout | None = None
-        values: dict[str, list[Any]] = {}
-        for t in range(n):
-            step = {name: col[t] for name, col in ep.columns.items()}
-            try:
-                clean = validate_step(step, step_index=t, layout=layout)
-            except SchemaError as exc:
-                raise exc.with_path(ep.source) if ep.source else exc from None
-            if clean["task"] != meta.task:
-                raise SchemaError(
-                    f"expected task {meta.task!r} (the episode's task), received {clean['task']!r}",
-                    path=ep.source or None,
-                    field="task",
-                    step=t,
-                )
-            if layout is None:
-                layout = step_layout(clean)
-                values = {name: [] for name in clean}
-            for name, value in clean.items():
-                values[name].append(value)
-        assert layout is not None
-        arrays = {name: _stack(v, layout[name]) for name, v in values.items()}
-        success = bool(arrays["success"][-1]) if ep.success is None else bool(ep.success)
-        final = EpisodeMeta(
-            meta.task, meta.episode_id, success, n, meta.version, meta.user, meta.fps
-        )
-        target = self.root / meta.task / f"{meta.episode_id}.npz"
         try:
-            write_episode_arrays(target, final, arrays, overwrite=False)
-        except FileExistsError:
-            raise SchemaError(
-                "episode already exists; convert into an empty root", path=target
-            ) from None
-        self.written.append(target)
-        return target
+            for t in range(ep.num_steps):
+                step = {name: col[t] for name, col in ep.columns.items()}
+                if step.get("task") != meta.task:
+                    raise SchemaError(
+                        f"expected task {meta.task!r} (the episode's task), received {step.get('task')!r}",
+                        field="task",
+                        step=t,
+                    )
+                w.add_step(step)
+            path = w.end_episode(success=ep.success)
+        except SchemaError as exc:
+            if w.in_episode:
+                w.discard_episode()
+            if isinstance(exc.__cause__, FileExistsError) or "already exists" in str(exc):
+                raise SchemaError(
+                    "episode already exists; convert into an empty root", path=target
+                ) from None
+            raise exc.with_path(ep.source) if ep.source else exc from None
+        except BaseException:
+            if w.in_episode:
+                w.discard_episode()
+            raise
+        self.written.append(path)
+        return path
 
 
 def coerce_known(columns: dict[str, np.ndarray], where: str, report: Report) -> None:
