@@ -192,7 +192,7 @@ def test_dagger_killed_after_an_iteration_resumes_to_the_same_policy(tmp_path: P
             p.name for p in find_episodes(tmp_path / "ref" / "dagger" / f"iter_{i:03d}")
         )
         run_files = sorted(p.name for p in find_episodes(run / "dagger" / f"iter_{i:03d}"))
-        assert ref_files == run_files and len(ref_files) == 4
+        assert ref_files == run_files and ref_files
 
 
 def test_sections_of_other_algorithms_do_not_block_a_resume() -> None:

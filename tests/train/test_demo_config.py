@@ -45,4 +45,4 @@ def test_demo_config_validates(quick, model):
 
 def test_quick_overrides_only_touch_known_sections():
     sections = {o.split(".", 1)[0] for o in QUICK_OVERRIDES}
-    assert sections <= {"dataset", "model", "trainer", "scheduler", "eval"}
+    assert sections <= {"dataset", "model", "trainer", "scheduler", "eval", "dagger"}
