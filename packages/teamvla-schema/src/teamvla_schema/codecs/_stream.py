@@ -1,0 +1,250 @@
+"""A PyAV packet stream in a small self-describing byte string (no container demuxer).
+
+Layout (little-endian)::
+
+    b"TVSQ" | version u8 | header length u32 | header JSON (UTF-8)
+    | packet table: n x (size u32, pts u32, flags u8) | extradata | packets
+
+The header names the bitstream (``"h264"`` or ``"av1"``; the decoder is picked from a
+fixed table, never from the bytes), the frame count and size, and a CRC-32 of everything
+after the table. Decoding checks all of it against the shape the caller expects before a
+single packet reaches the decoder, so corrupt or hostile bytes fail fast with a
+:class:`SchemaError` and the output can never be larger than the caller asked for.
+Packets are stored in decode order with their presentation index (``pts``), and
+keyframes are flagged, so a frame range decodes from the nearest keyframe before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from teamvla_schema.codecs._guard import require_av
+from teamvla_schema.errors import SchemaError
+
+MAGIC = b"TVSQ"
+VERSION = 1
+_PREFIX = struct.Struct("<4sBI")
+_ENTRY = np.dtype([("size", "<u4"), ("pts", "<u4"), ("flags", "u1")])
+_MAX_HEADER = 1 << 16
+#: Bitstream name -> decoders to try, in order (never taken from the bytes themselves).
+DECODERS: dict[str, tuple[str, ...]] = {"h264": ("h264",), "av1": ("libdav1d", "libaom-av1")}
+Shape = tuple[int, int, int, int]
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise SchemaError(
+            f"frames must be a (T, H, W, 3) uint8 array, got {frames.dtype} {frames.shape}"
+        )
+    t, h, w, _ = frames.shape
+    if t < 1 or h < 1 or w < 1:
+        raise SchemaError(f"frames must not be empty, got shape {frames.shape}")
+    return np.ascontiguousarray(frames)
+
+
+def encode_stream(
+    frames: np.ndarray,
+    *,
+    encoder: str,
+    bitstream: str,
+    pix_fmt: str,
+    gop: int,
+    options: dict[str, str],
+    codec: str,
+    params: dict[str, Any],
+    even_min: int = 0,
+) -> bytes:
+    """Encode ``frames`` with the PyAV ``encoder`` and pack the packets.
+
+    With ``even_min``, frames are edge-padded to an even size of at least ``even_min``
+    pixels (what 4:2:0 encoders need); decoding crops the padding away.
+    """
+    av = require_av(codec)
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner to stderr otherwise
+    t, h, w, _ = frames.shape
+    ch, cw = h, w
+    if even_min:
+        ch, cw = max(even_min, h + h % 2), max(even_min, w + w % 2)
+        if (ch, cw) != (h, w):
+            frames = np.pad(frames, ((0, 0), (0, ch - h), (0, cw - w), (0, 0)), mode="edge")
+    ctx: Any = av.CodecContext.create(encoder, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = cw, ch, pix_fmt
+    ctx.time_base = Fraction(1, 30)
+    ctx.framerate = Fraction(30, 1)
+    ctx.gop_size = gop
+    ctx.options = dict(options)
+    packets: list[Any] = []
+    for i in range(t):
+        frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+        if pix_fmt != "rgb24":
+            frame = frame.reformat(format=pix_fmt)
+        frame.pts = i
+        frame.time_base = ctx.time_base
+        packets.extend(ctx.encode(frame))
+    packets.extend(ctx.encode(None))
+    table = np.zeros(len(packets), _ENTRY)
+    chunks = []
+    for k, packet in enumerate(packets):
+        payload = bytes(packet)
+        table[k] = (len(payload), packet.pts, 1 if packet.is_keyframe else 0)
+        chunks.append(payload)
+    extradata = bytes(ctx.extradata or b"")
+    body = extradata + b"".join(chunks)
+    header = {
+        "codec": codec,
+        "bitstream": bitstream,
+        "frames": t,
+        "height": h,
+        "width": w,
+        "coded_height": ch,
+        "coded_width": cw,
+        "packets": len(packets),
+        "extradata": len(extradata),
+        "crc32": zlib.crc32(body),
+        "params": params,
+    }
+    head = json.dumps(header, sort_keys=True).encode()
+    return _PREFIX.pack(MAGIC, VERSION, len(head)) + head + table.tobytes() + body
+
+
+class _Parsed:
+    def __init__(self, header: dict[str, Any], table: np.ndarray, extradata: bytes, body: bytes):
+        self.header = header
+        self.table = table
+        self.extradata = extradata
+        offsets = np.zeros(len(table) + 1, np.int64)
+        np.cumsum(table["size"], out=offsets[1:])
+        self.offsets = offsets
+        self.body = body
+
+    def packet(self, k: int) -> bytes:
+        return self.body[int(self.offsets[k]) : int(self.offsets[k + 1])]
+
+
+def _int(header: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = header.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise SchemaError(f"corrupt codec header: {key}={value!r} (expected {low}..{high})")
+    return value
+
+
+def parse(data: bytes, codec: str, shape: Shape) -> _Parsed:
+    """Check ``data`` against the expected ``shape`` (T, H, W, 3) and split it."""
+    data = bytes(data)
+    if len(data) < _PREFIX.size:
+        raise SchemaError(f"{codec} data is truncated ({len(data)} bytes)")
+    magic, version, head_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise SchemaError(f"not {codec} codec data (bad magic/version {magic!r} v{version})")
+    if head_len > _MAX_HEADER or _PREFIX.size + head_len > len(data):
+        raise SchemaError(f"{codec} data is truncated or has a corrupt header length")
+    try:
+        header = json.loads(data[_PREFIX.size : _PREFIX.size + head_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"corrupt {codec} codec header: {exc}") from None
+    if not isinstance(header, dict):
+        raise SchemaError(f"corrupt {codec} codec header: not a JSON object")
+    if header.get("codec") != codec or header.get("bitstream") not in DECODERS:
+        raise SchemaError(
+            f"data was written by codec {header.get('codec')!r} "
+            f"({header.get('bitstream')!r}), not {codec!r}"
+        )
+    expected = tuple(int(s) for s in shape)
+    if len(expected) != 4 or expected[3] != 3:
+        raise SchemaError(f"expected shape must be (T, H, W, 3), got {shape}")
+    found = (
+        _int(header, "frames", 1, 1 << 31),
+        _int(header, "height", 1, 1 << 16),
+        _int(header, "width", 1, 1 << 16),
+        3,
+    )
+    if found != expected:
+        raise SchemaError(f"{codec} data holds frames of shape {found}, expected {expected}")
+    _int(header, "coded_height", found[1], found[1] + 64)
+    _int(header, "coded_width", found[2], found[2] + 64)
+    n = _int(header, "packets", 1, 2 * found[0] + 16)
+    n_extra = _int(header, "extradata", 0, 1 << 20)
+    crc = _int(header, "crc32", 0, (1 << 32) - 1)
+    start = _PREFIX.size + head_len
+    body_start = start + n * _ENTRY.itemsize
+    if body_start + n_extra > len(data):
+        raise SchemaError(f"{codec} data is truncated (packet table)")
+    table = np.frombuffer(data, _ENTRY, count=n, offset=start)
+    body = data[body_start + n_extra :]
+    if int(table["size"].sum(dtype=np.int64)) != len(body):
+        raise SchemaError(
+            f"{codec} data is truncated or padded: packets hold "
+            f"{int(table['size'].sum(dtype=np.int64))} bytes, found {len(body)}"
+        )
+    if zlib.crc32(data[body_start:]) != crc:
+        raise SchemaError(f"{codec} data is corrupt (CRC-32 mismatch)")
+    if n and int(table["pts"].max()) >= found[0]:
+        raise SchemaError(f"corrupt {codec} packet table: frame index out of range")
+    return _Parsed(header, table, data[body_start : body_start + n_extra], body)
+
+
+def _decoder(av: Any, bitstream: str, extradata: bytes) -> Any:
+    last: Exception | None = None
+    for name in DECODERS[bitstream]:
+        try:
+            ctx = av.CodecContext.create(name, "r")
+        except Exception as exc:  # codec not built into this PyAV wheel
+            last = exc
+            continue
+        if extradata:
+            ctx.extradata = extradata
+        return ctx
+    raise ImportError(f"PyAV has no {bitstream} decoder ({last}); install teamvla-schema[video]")
+
+
+def decode_frames(data: bytes, codec: str, shape: Shape, start: int, stop: int) -> np.ndarray:
+    """Frames ``start:stop`` of the stream, decoded from the nearest keyframe before ``start``."""
+    av = require_av(codec)
+    parsed = parse(data, codec, shape)
+    t, h, w, _ = (int(s) for s in shape)
+    ch, cw = int(parsed.header["coded_height"]), int(parsed.header["coded_width"])
+    if not 0 <= start < stop <= t:
+        raise IndexError(f"frame range {start}:{stop} is outside 0:{t}")
+    table = parsed.table
+    keys = np.flatnonzero((table["flags"] & 1) & (table["pts"] <= start))
+    if len(keys) == 0:
+        raise SchemaError(f"corrupt {codec} data: no keyframe before frame {start}")
+    out = np.empty((stop - start, h, w, 3), np.uint8)
+    seen = np.zeros(stop - start, bool)
+    ctx = _decoder(av, parsed.header["bitstream"], parsed.extradata)
+
+    def take(frames: list[Any]) -> None:
+        for frame in frames:
+            index = frame.pts
+            if frame.width != cw or frame.height != ch or index is None or not 0 <= index < t:
+                raise SchemaError(f"{codec} data decodes to an unexpected frame ({frame})")
+            if start <= index < stop:
+                if seen[index - start]:
+                    raise SchemaError(f"{codec} data decodes frame {index} twice")
+                out[index - start] = frame.to_ndarray(format="rgb24")[:h, :w]
+                seen[index - start] = True
+
+    try:
+        for k in range(int(keys[-1]), len(table)):
+            packet = av.Packet(parsed.packet(k))
+            packet.pts = packet.dts = int(table["pts"][k])
+            take(ctx.decode(packet))
+            if seen.all():
+                break
+        else:
+            take(ctx.decode(None))
+    except av.error.FFmpegError as exc:
+        raise SchemaError(f"corrupt {codec} data: {exc}") from None
+    if not seen.all():
+        raise SchemaError(
+            f"{codec} data decoded {int(seen.sum())} of the {stop - start} frames {start}:{stop}"
+        )
+    return out

@@ -1,0 +1,179 @@
+"""Image-sequence codecs (teamvla_schema.codecs): round trips, random access, hostile bytes."""
+
+from __future__ import annotations
+
+import builtins
+import math
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from teamvla_schema import SchemaError
+from teamvla_schema.codecs import available_codecs, get_codec
+
+av = pytest.importorskip("av")
+
+
+def camera_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Small camera-like frames: gradient + texture + moving square + sensor noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 100 + 40 * xx[..., None] / max(w, 1) + 30 * yy[..., None] / max(h, 1)
+    base = base + 5 * np.sin(xx / 3 + yy / 5)[..., None] + np.array([0, 20, -20], np.float32)
+    frames = np.repeat(base[None], t, 0)
+    for i in range(t):
+        frames[i] *= 1 + 0.02 * math.sin(i / 4)
+        y, x = (2 + i) % max(h - 4, 1), (1 + 2 * i) % max(w - 4, 1)
+        frames[i, y : y + 4, x : x + 4] = (200, 60, 40)
+    frames += rng.normal(0, 1, frames.shape)
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16, 3), (12, 33, 17, 3), (40, 24, 32, 3), (3, 1, 1, 3)])
+def test_lossless_round_trip_is_bit_exact(shape) -> None:
+    codec = get_codec("lossless")
+    frames = camera_frames(*shape[:3])
+    data = codec.encode(frames, gop=8)
+    assert isinstance(data, bytes)
+    back = codec.decode(data, shape=shape)
+    assert back.dtype == np.uint8 and back.shape == shape
+    np.testing.assert_array_equal(back, frames)
+
+
+def test_lossless_random_noise_is_bit_exact() -> None:
+    frames = np.random.default_rng(1).integers(0, 256, (5, 20, 22, 3), dtype=np.uint8)
+    codec = get_codec("lossless")
+    np.testing.assert_array_equal(codec.decode(codec.encode(frames), shape=frames.shape), frames)
+
+
+def test_video_psnr_above_bound_and_monotone_in_crf() -> None:
+    codec = get_codec("video")
+    frames = camera_frames(16, 48, 48)
+    results = []
+    for crf in (15, 30, 50):
+        data = codec.encode(frames, crf=crf, gop=8)
+        back = codec.decode(data, shape=frames.shape)
+        assert back.shape == frames.shape
+        results.append((psnr(back, frames), len(data)))
+    quality = [q for q, _ in results]
+    sizes = [n for _, n in results]
+    assert quality[0] > 33.0, results
+    assert quality == sorted(quality, reverse=True), results
+    assert sizes == sorted(sizes, reverse=True), results
+
+
+def test_video_handles_odd_and_tiny_sizes() -> None:
+    codec = get_codec("video")
+    for shape in [(2, 33, 17, 3), (1, 1, 1, 3)]:
+        frames = camera_frames(*shape[:3])
+        assert codec.decode(codec.encode(frames), shape=shape).shape == shape
+
+
+@pytest.mark.parametrize("name", ["lossless", "video"])
+def test_decode_range_equals_slicing_the_full_decode(name) -> None:
+    codec = get_codec(name)
+    frames = camera_frames(30, 24, 24)
+    data = codec.encode(frames, gop=7)
+    full = codec.decode(data, shape=frames.shape)
+    for start, stop in [(0, 1), (0, 30), (6, 8), (7, 8), (13, 29), (29, 30)]:
+        part = codec.decode_range(data, start, stop, shape=frames.shape)
+        np.testing.assert_array_equal(part, full[start:stop])
+    with pytest.raises(IndexError):
+        codec.decode_range(data, 5, 31, shape=frames.shape)
+
+
+@pytest.mark.parametrize("name", ["lossless", "video"])
+def test_wrong_expected_shape_is_refused(name) -> None:
+    codec = get_codec(name)
+    frames = camera_frames(4, 16, 16)
+    data = codec.encode(frames)
+    for shape in [
+        (5, 16, 16, 3),
+        (4, 16, 18, 3),
+        (4, 18, 16, 3),
+        (4, 16, 16, 4),
+        (400, 960, 960, 3),
+    ]:
+        with pytest.raises(SchemaError, match="shape"):
+            codec.decode(data, shape=shape)
+    with pytest.raises(SchemaError, match="codec"):  # the other codec's bytes
+        get_codec("video" if name == "lossless" else "lossless").decode(data, shape=frames.shape)
+
+
+@pytest.mark.parametrize("name", ["lossless", "video"])
+def test_corrupt_or_truncated_bytes_fail_fast_and_clearly(name) -> None:
+    codec = get_codec(name)
+    frames = camera_frames(6, 16, 16)
+    data = codec.encode(frames, gop=3)
+    rng = np.random.default_rng(0)
+    bad = [b"", b"TVSQ", data[:20], data[: len(data) // 2], data[:-1], data + b"\0", b"x" * 500]
+    for _ in range(20):
+        flipped = bytearray(data)
+        flipped[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+        bad.append(bytes(flipped))
+    bad.append(rng.integers(0, 256, len(data), dtype=np.uint8).tobytes())
+    t0 = time.perf_counter()
+    for blob in bad:
+        try:
+            back = codec.decode(blob, shape=frames.shape)
+        except SchemaError as exc:
+            assert str(exc).strip() and "\n" not in str(exc)
+        else:  # a flip in a field that does not matter (e.g. a JSON space) may still decode
+            assert back.shape == frames.shape
+    assert time.perf_counter() - t0 < 10
+
+
+def test_encode_rejects_bad_frames() -> None:
+    codec = get_codec("lossless")
+    for frames in [
+        np.zeros((2, 8, 8), np.uint8),
+        np.zeros((2, 8, 8, 3), np.float32),
+        np.zeros((0, 8, 8, 3), np.uint8),
+    ]:
+        with pytest.raises(SchemaError):
+            codec.encode(frames)
+
+
+def test_registry() -> None:
+    assert available_codecs() == ("lossless", "video")
+    assert get_codec("lossless").LOSSLESS and not get_codec("video").LOSSLESS
+    with pytest.raises(KeyError, match="unknown codec"):
+        get_codec("gif")
+
+
+@pytest.mark.parametrize("name", ["lossless", "video"])
+def test_missing_pyav_gives_a_one_line_import_error_naming_the_extra(name, monkeypatch) -> None:
+    real_import = builtins.__import__
+
+    def no_av(module, *args, **kwargs):
+        if module == "av" or module.startswith("av."):
+            raise ImportError("No module named 'av'")
+        return real_import(module, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "av")
+    monkeypatch.setattr(builtins, "__import__", no_av)
+    with pytest.raises(ImportError) as info:
+        get_codec(name)
+    message = str(info.value)
+    assert "teamvla-schema[video]" in message and "\n" not in message
+
+
+def test_teamvla_schema_imports_without_av() -> None:
+    code = (
+        "import sys; sys.modules['av'] = None\n"
+        "import teamvla_schema, teamvla_schema.codecs\n"
+        "from teamvla_schema.codecs import lossless, video\n"
+        "assert teamvla_schema.codecs.available_codecs()\n"
+        "try:\n    teamvla_schema.codecs.get_codec('video')\n"
+        "except ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "install teamvla-schema[video]" in out.stdout
