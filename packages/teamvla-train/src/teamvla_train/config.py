@@ -28,7 +28,7 @@ from teamvla_schema.config import (
 )
 from teamvla_schema.run_config import RunConfig
 
-from teamvla_train.algo_config import DaggerConfig
+from teamvla_train.algo_config import DaggerConfig, EnvConfig, SacConfig
 from teamvla_train.model_config import ModelConfig
 
 DEFAULT_EVAL_TASKS = ("lift", "handoff", "drawer")
@@ -77,8 +77,9 @@ class TrainerConfig:
     """
 
     # --- algorithm --------------------------------------------------------------------
-    algo: Literal["bc", "dagger"] = field(
-        default="bc", doc="Training algorithm: bc (behaviour cloning) or dagger (its own section)."
+    algo: Literal["bc", "dagger", "sac"] = field(
+        default="bc",
+        doc="Training algorithm: bc (behaviour cloning), dagger or sac (each with its own section).",
     )
     # --- length -----------------------------------------------------------------------
     max_steps: int = field(default=3000, ge=0, doc="Optimiser steps to train (0: use epochs).")
@@ -225,6 +226,8 @@ class TrainConfig:
     trainer: TrainerConfig
     eval: EvalConfig
     dagger: DaggerConfig
+    env: EnvConfig
+    sac: SacConfig
     resolved: dict[str, Any]  # the resolved config as plain data (what checkpoints store)
 
 
@@ -237,6 +240,8 @@ _SECTIONS: dict[str, type] = {
     "trainer": TrainerConfig,
     "eval": EvalConfig,
     "dagger": DaggerConfig,
+    "env": EnvConfig,
+    "sac": SacConfig,
 }
 
 
@@ -253,7 +258,7 @@ def resolve_train_config(cfg: LoadedConfig | Mapping[str, Any] | TrainConfig) ->
     loaded = (
         cfg if isinstance(cfg, LoadedConfig) else LoadedConfig.from_mapping(cfg, source="<config>")
     )
-    typed = dict(validate_config(loaded))
+    typed: dict[str, Any] = dict(validate_config(loaded))
     for name, cls in _SECTIONS.items():
         if name not in typed:
             typed[name] = from_dict(cls, {}, key=name, config=loaded)
@@ -274,9 +279,11 @@ def resolve_train_config(cfg: LoadedConfig | Mapping[str, Any] | TrainConfig) ->
 
 __all__ = [
     "DaggerConfig",
+    "EnvConfig",
     "EvalConfig",
     "ModelConfig",
     "OptimConfig",
+    "SacConfig",
     "SchedulerConfig",
     "TrainConfig",
     "TrainerConfig",

@@ -2,6 +2,7 @@
 
 * ``bc``: behaviour cloning (:mod:`teamvla_train.algos.bc`).
 * ``dagger``: DAgger with the scripted experts as the oracle (:mod:`teamvla_train.algos.dagger`).
+* ``sac``: soft actor-critic with demonstration-seeded replay (:mod:`teamvla_train.algos.sac`).
 
 Each module reads top to bottom as one algorithm: its config, its update
 rule, its state. The engine (:mod:`teamvla_train.engine`) drives any of them.
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from teamvla_train.algos.base import Algorithm, Context
 
-ALGORITHMS = ("bc", "dagger")
+ALGORITHMS = ("bc", "dagger", "sac")
 
 
 def make_algorithm(name: str, ctx: Context, **kwargs: Any) -> Algorithm:
@@ -27,4 +28,8 @@ def make_algorithm(name: str, ctx: Context, **kwargs: Any) -> Algorithm:
         from teamvla_train.algos.dagger import DAgger
 
         return DAgger(ctx, **kwargs)
+    if name == "sac":
+        from teamvla_train.algos.sac import SoftActorCritic
+
+        return SoftActorCritic(ctx, **kwargs)
     raise ValueError(f"unknown algorithm {name!r}; algorithms are {', '.join(ALGORITHMS)}")

@@ -60,7 +60,7 @@ RESUME_MAY_DIFFER: tuple[str, ...] = (
 _ABSENT = object()
 
 #: Config sections read by one algorithm only (``trainer.algo``).
-ALGORITHM_SECTIONS = ("dagger",)
+ALGORITHM_SECTIONS = ("dagger", "sac")
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

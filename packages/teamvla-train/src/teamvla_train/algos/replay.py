@@ -1,0 +1,161 @@
+"""A bounded replay buffer of transitions, and RLPD's demonstration/online batch mixing.
+
+:class:`ReplayBuffer` is a numpy ring of ``capacity`` transitions ``(obs,
+action, reward, next_obs, done)``: float32 observations (``obs_mode="state"``
+vectors), float32 actions in ``[-1, 1]``, float32 rewards, bool ``done`` (the
+episode *terminated*: no bootstrapping; a time-limit truncation is not done).
+When full, the oldest transition is overwritten. ``state_dict()`` holds the
+filled rows as numpy arrays (a teamvla checkpoint stores them as tensors), so a
+resumed run samples from exactly the buffer the interrupted one had.
+
+:func:`sample_mixed` draws ``round(n * demo_ratio)`` transitions from a
+demonstration buffer and the rest from the online one (Ball et al., 2023:
+symmetric sampling is ``demo_ratio = 0.5``). :func:`record_demos` records the
+scripted experts' transitions in the state-observation env for the demo buffer
+(demonstrations from recorded datasets, which hold images and joints but no
+object poses, are the pixel path: not yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+FIELDS = ("obs", "action", "reward", "next_obs", "done")
+
+
+class ReplayBuffer:
+    """A ring of at most ``capacity`` transitions (see the module docstring)."""
+
+    def __init__(self, *, capacity: int, obs_dim: int, action_dim: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, received {capacity}")
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, obs_dim), np.float32)  # (C, O)
+        self.action = np.zeros((capacity, action_dim), np.float32)  # (C, D)
+        self.reward = np.zeros((capacity,), np.float32)  # (C,)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)  # (C, O)
+        self.done = np.zeros((capacity,), bool)  # (C,)
+        self.pos = 0  # the row the next transition goes to
+        self.size = 0  # rows filled
+        self.added = 0  # transitions ever added
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add_batch(
+        self,
+        *,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        done: np.ndarray,
+    ) -> None:
+        """Append ``B`` transitions: ``obs (B, O)``, ``action (B, D)``, ``reward (B,)``, ``next_obs (B, O)``, ``done (B,)``."""
+        n = len(reward)
+        values = {
+            "obs": obs,
+            "action": action,
+            "reward": reward,
+            "next_obs": next_obs,
+            "done": done,
+        }
+        if n > self.capacity:  # only the newest capacity rows survive
+            values = {k: np.asarray(v)[n - self.capacity :] for k, v in values.items()}
+            self.added += n - self.capacity
+            n = self.capacity
+        rows = (self.pos + np.arange(n)) % self.capacity
+        for key, value in values.items():
+            getattr(self, key)[rows] = value
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+        self.added += n
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``n`` transitions drawn uniformly with replacement (each field with a leading ``n`` axis)."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = rng.integers(0, self.size, size=n)
+        return {key: getattr(self, key)[idx] for key in FIELDS}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and the filled rows (numpy arrays) for a checkpoint."""
+        state: dict[str, Any] = {
+            "capacity": self.capacity,
+            "pos": self.pos,
+            "size": self.size,
+            "added": self.added,
+        }
+        state.update({key: getattr(self, key)[: self.size].copy() for key in FIELDS})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the capacity and the row shapes must match this buffer's."""
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(
+                f"replay capacity {state['capacity']} in the checkpoint, {self.capacity} configured"
+            )
+        size = int(state["size"])
+        for key in FIELDS:
+            value = np.asarray(state[key])
+            target = getattr(self, key)
+            if value.shape != (size, *target.shape[1:]):
+                raise ValueError(
+                    f"replay {key}: shape {value.shape} in the checkpoint, expected {(size, *target.shape[1:])}"
+                )
+            target[:size] = value
+            target[size:] = 0
+        self.pos, self.size, self.added = int(state["pos"]), size, int(state["added"])
+
+
+def sample_mixed(
+    *,
+    online: ReplayBuffer,
+    demo: ReplayBuffer | None,
+    n: int,
+    demo_ratio: float,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """A batch of ``n``: ``round(n * demo_ratio)`` demonstration rows first, then online rows.
+
+    With no (or an empty) demonstration buffer every row is online; with an
+    empty online buffer every row is a demonstration.
+    """
+    n_demo = round(n * demo_ratio) if demo is not None and len(demo) else 0
+    if len(online) == 0:
+        n_demo = n
+    parts = []
+    if n_demo:
+        assert demo is not None
+        parts.append(demo.sample(n_demo, rng))
+    if n - n_demo:
+        parts.append(online.sample(n - n_demo, rng))
+    return {key: np.concatenate([p[key] for p in parts]) for key in FIELDS}
+
+
+def record_demos(
+    *, tasks: Sequence[str], episodes: int, seed: int, num_joints: int, amap: Any
+) -> dict[str, np.ndarray]:
+    """Scripted-expert transitions in the state-obs env, ``episodes`` per task (scene seeds from episode_seed)."""
+    from teamvla_data.sim import episode_seed, make_env, make_expert
+    from teamvla_data.sim.record import expert_rng
+
+    rows: dict[str, list[Any]] = {k: [] for k in ("obs", "action", "reward", "next_obs", "done")}
+    for task in tasks:
+        env = make_env(task, obs_mode="state", render=False, num_joints=num_joints)
+        for i in range(episodes):
+            s = episode_seed(seed, task, i)
+            obs, _ = env.reset(seed=s)
+            expert = make_expert(task, expert_rng(s))
+            terminated = truncated = False
+            while not (terminated or truncated):
+                action = expert.act(env.unwrapped)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                for key, value in zip(rows, (obs, amap.from_env(action), reward, next_obs, terminated), strict=True):  # fmt: skip
+                    rows[key].append(value)
+                obs = next_obs
+        env.close()
+    return {k: np.asarray(v, np.float32 if k != "done" else bool) for k, v in rows.items()}
