@@ -461,6 +461,31 @@ def test_two_writers_interleaved_get_unique_ids(tmp_path: Path) -> None:
     assert not leftovers(tmp_path)
 
 
+def test_generated_id_taken_between_choosing_and_starting_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the thread test hits now and then: another writer publishes the id just chosen."""
+    other = EpisodeWriter(tmp_path)
+    writer = EpisodeWriter(tmp_path)
+    choose = EpisodeWriter._next_episode_id
+    raced = []
+
+    def chosen_then_taken(self: EpisodeWriter, task: str) -> str:
+        episode_id = choose(self, task)
+        if self is writer and not raced:  # another writer finishes that very id first, once
+            raced.append(episode_id)
+            _record(other, {"task": task, "episode_id": episode_id, "user": {"writer": "other"}})
+            other.end_episode()
+        return episode_id
+
+    monkeypatch.setattr(EpisodeWriter, "_next_episode_id", chosen_then_taken)
+    _record(writer, {"task": "lift", "user": {"writer": "mine"}})  # raised "already exists" before
+    mine = writer.end_episode()
+    names = sorted(p.name for p in find_episodes(tmp_path))
+    assert names == ["lift-000000.npz", "lift-000001.npz"] and mine.name == "lift-000001.npz"
+    assert validate_episode_file(mine).meta.user["writer"] == "mine"
+
+
 def test_writers_in_threads_never_overwrite_or_lose_episodes(tmp_path: Path) -> None:
     threads, per = 4, 5
     barrier = threading.Barrier(threads)

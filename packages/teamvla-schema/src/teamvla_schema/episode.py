@@ -228,7 +228,9 @@ class EpisodeWriter:
         auto_id = not checked.episode_id
         episode_id = checked.episode_id or self._next_episode_id(checked.task)
         target = self.path_for(checked.task, episode_id)
-        if target.exists() and not self.overwrite:
+        # A generated id that another writer takes meanwhile is no error: end_episode() moves
+        # on to the next free id. An explicit id that exists is refused now, before any work.
+        if not auto_id and target.exists() and not self.overwrite:
             raise SchemaError(
                 "episode already exists (pass overwrite=True to the writer to replace it)",
                 path=target,
