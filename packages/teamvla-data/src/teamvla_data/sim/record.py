@@ -174,14 +174,6 @@ UNGUARDED_MAIN_HINT = (
 )
 
 
-def _guard_bootstrapping_child() -> None:
-    # A spawned worker re-imports the caller's script as __mp_main__; an unguarded call there
-    # would try to start a pool from inside a worker. Fail that worker at once (the parent then
-    # reports the missing guard) instead of letting multiprocessing restart it for ever.
-    if mp.parent_process() is not None and getattr(mp.current_process(), "_inheriting", False):
-        raise RuntimeError(UNGUARDED_MAIN_HINT)
-
-
 def _record_in_processes(
     jobs: Sequence[tuple[str, int]],
     workers: int,
@@ -241,7 +233,6 @@ def generate_dataset(
     """
     from tqdm import tqdm
 
-    _guard_bootstrapping_child()
     tasks = list(dict.fromkeys(tasks))
     for t in tasks:
         check_task(t)

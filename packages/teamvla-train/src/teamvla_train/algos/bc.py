@@ -288,6 +288,16 @@ class BehaviourCloning:
         self.batch_in_epoch = int(ts["batch_in_epoch"])
         self._close_batches()
 
+    def set_data(self, ctx: Context) -> None:
+        """Train on the data of ``ctx.cfg.dataset`` from now on (a new pass starts); keep the
+        network and optimiser, and let the network's normalisation follow the new statistics."""
+        self._close_batches()
+        self.data.close()
+        self.ctx, self.cfg = ctx, ctx.cfg
+        self.data = build_data(ctx.cfg, dist_info=ctx.dist_info, device=ctx.device)
+        self.model.set_normalization(**self.data.normalization.model_buffers())
+        self.batch_in_epoch = 0
+
     def close(self) -> None:
         """Stop the prefetch thread and loader workers."""
         self._close_batches()

@@ -117,16 +117,7 @@ class DAgger:
 
     def _aggregate(self, iterations: int) -> None:
         """Re-open BC's data over demos + ``iterations`` iterations; keep network and optimiser."""
-        from teamvla_train.algos.bc import build_data
-
-        bc = self.bc
-        bc._close_batches()
-        bc.data.close()
-        bc.ctx = self._bc_context(iterations)
-        bc.cfg = bc.ctx.cfg
-        bc.data = build_data(bc.cfg, dist_info=bc.ctx.dist_info, device=bc.ctx.device)
-        bc.model.set_normalization(**bc.data.normalization.model_buffers())
-        bc.batch_in_epoch = 0
+        self.bc.set_data(self._bc_context(iterations))
         self.iteration = iterations
 
     # ------------------------------------------------------------------ measuring

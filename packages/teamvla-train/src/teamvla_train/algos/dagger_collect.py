@@ -147,18 +147,18 @@ def collect_iteration(
     return stats
 
 
-def _branch(env: BimanualEnv, task: str, seed: int, steps: int) -> list[dict[str, Any]]:
-    """The expert's own continuation from ``env``'s current state, on a copy: ``steps`` labelled steps.
+def _branch(
+    env: BimanualEnv, obs: dict[str, Any], task: str, seed: int, steps: int
+) -> list[dict[str, Any]]:
+    """The expert's own continuation from ``env``'s current state (observed as ``obs``), on a copy.
 
     Every step holds the observation and the expert's action there; the last is
     the final observation (success or ``steps`` reached) with the action the
     expert would take next, as in recorded demonstrations.
     """
-    branch = copy.deepcopy(
-        env
-    )  # the world state and the renderer; the main rollout goes on untouched
+    # The world state and the renderer; the main rollout goes on untouched.
+    branch = copy.deepcopy(env)
     expert = make_expert(task, expert_rng(seed), branch.task_cfgs[task])
-    obs = branch.observation()
     out = []
     for k in range(steps + 1):
         label = expert.act(branch)
@@ -202,7 +202,7 @@ def _play_group(
         if t % label_every == 0:
             for i in active:
                 task, index = group[i]
-                steps = _branch(envs[i], task, seeds[i], label_steps)
+                steps = _branch(envs[i], obs[i], task, seeds[i], label_steps)
                 _write(writer, steps, task, f"{task}-dagger{iteration:03d}-{index:06d}-t{t:04d}",
                        {"seed": seeds[i], "iteration": iteration, "beta": stats.beta,
                         "branch_step": t, "episode_index": index})  # fmt: skip
