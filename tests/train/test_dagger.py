@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -204,3 +205,37 @@ def test_sections_of_other_algorithms_do_not_block_a_resume() -> None:
     now_dagger = {**now, "trainer": {"algo": "dagger", "max_steps": 9}}
     saved_dagger = {**saved, "trainer": {"algo": "dagger", "max_steps": 5}}
     assert resume_config_changes(saved_dagger, now_dagger) == [("dagger.iterations", 4, 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("stats", ["demos", "aggregate"])
+def test_normalisation_keeps_the_demos_statistics_unless_told_to_recompute(
+    tmp_path: Path, stats: str
+) -> None:
+    from teamvla_data import make_dataloader
+    from teamvla_schema.checkpoint import load_checkpoint
+    from teamvla_schema.config import load_config
+    from teamvla_train.config import resolve_train_config
+    from teamvla_train.engine import train
+
+    cfg = resolve_train_config(
+        load_config(
+            _tiny_dagger_config(tmp_path),
+            [f"dagger.stats={stats}", "dagger.iterations=1", "dagger.eval_episodes_per_task=0"],
+        )
+    )
+    run = tmp_path / "run"
+    train(cfg, run_dir=run, progress=False)
+    final = sorted((run / "checkpoints" / "multi").glob("*.ckpt"))[-1]
+    saved = load_checkpoint(final)["stats"]
+    # The statistics of the demonstrations alone, as the loader computes them.
+    demos_cfg = dataclasses.replace(
+        cfg.dataset, roots=[str(run / "dagger" / "demos")], tasks=["lift", "handoff"]
+    )
+    demos = make_dataloader(demos_cfg, "train").stats
+    assert demos is not None
+    # Compared field by field: kept statistics take the key of the selection they normalise.
+    same = saved["fields"] == demos.to_dict()["fields"]
+    assert same == (stats == "demos")
+    assert saved["key"] != demos.key  # the aggregate is another selection than the demos

@@ -38,6 +38,11 @@ class DaggerConfig:
     steps_per_iteration: int = field(
         default=1000, ge=1, doc="Training steps on the aggregate after each iteration's data arrives."
     )  # fmt: skip
+    stats: Literal["demos", "aggregate"] = field(
+        default="demos",
+        doc="Normalisation statistics while the aggregate grows: demos (those of the "
+        "demonstrations, fixed) or aggregate (recomputed at each iteration).",
+    )
     # --- mixing the expert into the rollouts ----------------------------------------------
     beta: Literal["linear", "exponential", "constant", "zero"] = field(
         default="linear",

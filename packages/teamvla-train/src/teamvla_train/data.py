@@ -114,16 +114,30 @@ class LoaderData:
 
 
 def build_train_data(
-    cfg: TrainConfig, *, dist_info: DistInfo = SINGLE_PROCESS, pin_memory: bool = False
+    cfg: TrainConfig,
+    *,
+    dist_info: DistInfo = SINGLE_PROCESS,
+    pin_memory: bool = False,
+    stats: NormalizationStats | None = None,
 ) -> LoaderData:
-    """Open the dataset of ``cfg.dataset`` for this rank: loaders, statistics, normalisation, image size."""
+    """Open the dataset of ``cfg.dataset`` for this rank: loaders, statistics, normalisation, image size.
+
+    ``stats`` replaces the statistics computed from the data (DAgger keeps its
+    demonstrations' statistics while the aggregate grows).
+    """
     from teamvla_schema import SchemaError
 
     ds_cfg = cfg.dataset
     if pin_memory and not ds_cfg.pin_memory:
         ds_cfg = replace(ds_cfg, pin_memory=True)
+    if stats is not None:
+        # The loader refuses statistics computed over other episodes (their key names the
+        # selection); these are given on purpose, so they take the key of this selection.
+        own = make_dataloader(ds_cfg, "train", rank=dist_info.rank, world_size=dist_info.world_size)
+        assert own.stats is not None
+        stats = replace(stats, key=own.stats.key)
     train_loader = make_dataloader(
-        ds_cfg, "train", rank=dist_info.rank, world_size=dist_info.world_size
+        ds_cfg, "train", stats=stats, rank=dist_info.rank, world_size=dist_info.world_size
     )
     train_ds = train_loader.multitask
     stats = train_loader.stats

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,6 +39,9 @@ from teamvla_train.models import BimanualPolicy, make_model
 from teamvla_train.normalization import Affine
 from teamvla_train.policy import POLICY_KEY, policy_spec, state_dict_from_numpy
 
+if TYPE_CHECKING:
+    from teamvla_data.stats import NormalizationStats
+
 
 def build_model(cfg: TrainConfig, *, normalization: Affine | None = None) -> BimanualPolicy:
     """The policy named by ``cfg.model.name``, sized for the dataset's windows."""
@@ -51,11 +54,19 @@ def build_model(cfg: TrainConfig, *, normalization: Affine | None = None) -> Bim
 
 
 def build_data(
-    cfg: TrainConfig, *, dist_info: DistInfo = SINGLE_PROCESS, device: torch.device | None = None
+    cfg: TrainConfig,
+    *,
+    dist_info: DistInfo = SINGLE_PROCESS,
+    device: torch.device | None = None,
+    stats: NormalizationStats | None = None,
 ) -> TrainData:
-    """Train/val loaders for this rank, plus statistics and normalisation (see :mod:`teamvla_train.data`)."""
+    """Train/val loaders for this rank, plus statistics and normalisation (see :mod:`teamvla_train.data`);
+    ``stats`` replaces the statistics computed from the data."""
     return build_train_data(
-        cfg, dist_info=dist_info, pin_memory=device is not None and device.type == "cuda"
+        cfg,
+        dist_info=dist_info,
+        pin_memory=device is not None and device.type == "cuda",
+        stats=stats,
     )
 
 
@@ -288,13 +299,14 @@ class BehaviourCloning:
         self.batch_in_epoch = int(ts["batch_in_epoch"])
         self._close_batches()
 
-    def set_data(self, ctx: Context) -> None:
+    def set_data(self, ctx: Context, *, stats: NormalizationStats | None = None) -> None:
         """Train on the data of ``ctx.cfg.dataset`` from now on (a new pass starts); keep the
-        network and optimiser, and let the network's normalisation follow the new statistics."""
+        network and optimiser, and let the network's normalisation follow the new statistics
+        (``stats`` if given, else those of the new data)."""
         self._close_batches()
         self.data.close()
         self.ctx, self.cfg = ctx, ctx.cfg
-        self.data = build_data(ctx.cfg, dist_info=ctx.dist_info, device=ctx.device)
+        self.data = build_data(ctx.cfg, dist_info=ctx.dist_info, device=ctx.device, stats=stats)
         self.model.set_normalization(**self.data.normalization.model_buffers())
         self.batch_in_epoch = 0
 

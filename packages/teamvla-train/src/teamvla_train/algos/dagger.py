@@ -12,8 +12,8 @@ The whole algorithm, top to bottom (config: the ``dagger:`` section,
                every dagger.label_every-th visited state is labelled with the expert's own
                continuation from it (Expert.act from the true world state, on a copy of the
                world, for one action chunk), written as ordinary episodes to <run>/dagger/iter_<i>
-      aggregate the dataset becomes demos + every iteration so far (statistics recomputed,
-               the policy's normalisation follows)
+      aggregate the dataset becomes demos + every iteration so far (normalised with the
+               demos' statistics, dagger.stats: demos; or recomputed, dagger.stats: aggregate)
       train    behaviour cloning on the aggregate for dagger.steps_per_iteration steps
     measure    the final policy
 
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from teamvla_data.stats import NormalizationStats
 from teamvla_schema import SchemaError
 from teamvla_schema.atomic import atomic_write_text
 
@@ -69,6 +70,10 @@ class DAgger:
         self.iteration = 0  # iterations whose data the policy trains on
         self.step = 0
         self.bc = BehaviourCloning(self._bc_context(0))
+        # The demos' statistics, kept while the aggregate grows (dagger.stats: demos): recomputing
+        # them moves every normalised target the network has learnt at each aggregation.
+        stats = self.bc.data.stats
+        self.demo_stats = NormalizationStats.from_dict(stats) if stats is not None else None
         self.tasks = list(d.tasks)
         self.history: list[dict[str, Any]] = []  # one record per measurement
 
@@ -117,7 +122,8 @@ class DAgger:
 
     def _aggregate(self, iterations: int) -> None:
         """Re-open BC's data over demos + ``iterations`` iterations; keep network and optimiser."""
-        self.bc.set_data(self._bc_context(iterations))
+        keep = self.d.stats == "demos"
+        self.bc.set_data(self._bc_context(iterations), stats=self.demo_stats if keep else None)
         self.iteration = iterations
 
     # ------------------------------------------------------------------ measuring
