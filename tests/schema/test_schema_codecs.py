@@ -130,6 +130,45 @@ def test_corrupt_or_truncated_bytes_fail_fast_and_clearly(name) -> None:
     assert time.perf_counter() - t0 < 10
 
 
+@pytest.mark.parametrize("name", ["lossless", "video"])
+def test_decode_chunks_yields_every_frame_in_order(name) -> None:
+    codec = get_codec(name)
+    frames = camera_frames(11, 16, 16)
+    data = codec.encode(frames, gop=4)
+    chunks = list(codec.decode_chunks(data, shape=frames.shape, chunk=3))
+    assert [len(c) for c in chunks] == [3, 3, 3, 2]
+    np.testing.assert_array_equal(np.concatenate(chunks), codec.decode(data, shape=frames.shape))
+    with pytest.raises(SchemaError, match="shape"):
+        next(codec.decode_chunks(data, shape=(12, 16, 16, 3), chunk=3))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("video", {"crf": 64}, "crf"),
+        ("video", {"crf": -1}, "crf"),
+        ("video", {"crf": 30.0}, "crf"),
+        ("video", {"crf": True}, "crf"),
+        ("video", {"gop": 0}, "gop"),
+        ("video", {"preset": 14}, "preset"),
+        ("video", {"bitrate": 5}, "unknown"),
+        ("lossless", {"gop": 1 << 20}, "gop"),
+        ("lossless", {"preset": "turbo"}, "preset"),
+        ("lossless", {"crf": 30}, "unknown"),
+        ("lossless", [("gop", 3)], "mapping"),
+    ],
+)
+def test_check_params_refuses_bad_values(name, params, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        get_codec(name).check_params(params)
+
+
+def test_check_params_fills_in_the_defaults() -> None:
+    assert get_codec("video").check_params({}) == {"crf": 30, "gop": 30, "preset": 8}
+    assert get_codec("video").check_params({"preset": None})["preset"] is None
+    assert get_codec("lossless").check_params({"gop": 7}) == {"gop": 7, "preset": "medium"}
+
+
 def test_encode_rejects_bad_frames() -> None:
     codec = get_codec("lossless")
     for frames in [
@@ -176,4 +215,4 @@ def test_teamvla_schema_imports_without_av() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "install teamvla-schema[video]" in out.stdout
+    assert 'pip install "teamvla-schema[video]"' in out.stdout

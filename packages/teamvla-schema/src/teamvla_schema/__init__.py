@@ -19,9 +19,11 @@ from teamvla_schema.episode import (
     iter_steps,
     read_episode,
     read_episode_meta,
+    read_frames,
     validate_episode_file,
     write_episode_arrays,
 )
+from teamvla_schema.episode_codec import IMAGE_CODECS, FieldEncoding
 from teamvla_schema.errors import SchemaError
 from teamvla_schema.fields import (
     KNOWN_FIELDS,
@@ -38,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EPISODE_FILE_VERSION",
+    "IMAGE_CODECS",
     "KNOWN_FIELDS",
     "OPTIONAL_FIELDS",
     "REQUIRED_FIELDS",
@@ -46,6 +49,7 @@ __all__ = [
     "EpisodeHeader",
     "EpisodeMeta",
     "EpisodeWriter",
+    "FieldEncoding",
     "FieldLayout",
     "FieldSpec",
     "SchemaError",
@@ -55,6 +59,7 @@ __all__ = [
     "read_checkpoint_info",
     "read_episode",
     "read_episode_meta",
+    "read_frames",
     "save_checkpoint",
     "step_layout",
     "validate_episode_file",

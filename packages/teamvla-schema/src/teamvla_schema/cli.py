@@ -110,13 +110,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     bad = 0
     for path in paths:
         try:
-            validate_episode_file(path)
+            # Codec streams are decoded and checked too; a missing PyAV is no verdict on the
+            # file: its ImportError (naming the file and the extra) ends the command.
+            header = validate_episode_file(path)
         except SchemaError as exc:
             bad += 1
             print(f"BAD  {exc}")
         else:
             if args.verbose:
-                print(f"ok   {path}")
+                codecs = ", ".join(f"{n}: {e.codec}" for n, e in header.encodings.items())
+                print(f"ok   {path}" + (f"  ({codecs})" if codecs else ""))
     summary = f"{len(paths)} episode file(s) checked, {len(paths) - bad} ok, {bad} bad"
     if unreadable:
         n = len(unreadable)

@@ -56,6 +56,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
             task_cfgs=task_cfgs,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            image_codec=args.image_codec,
+            video_crf=args.video_crf,
         )
     except ValueError as exc:
         if isinstance(exc, SchemaError):
@@ -117,6 +119,21 @@ def register_sim_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--num-joints", type=_positive, default=None, metavar="N", help="joints per arm (default 7)"
+    )
+    p.add_argument(
+        "--image-codec",
+        choices=("none", "lossless", "video"),
+        default=None,
+        help="store the camera fields as image streams: lossless (bit-exact) or video (lossy AV1); "
+        "none = plain arrays (default: the config's task.storage.image_codec, else none; "
+        'codecs need pip install "teamvla-schema[video]")',
+    )
+    p.add_argument(
+        "--video-crf",
+        type=_non_negative,
+        default=None,
+        metavar="CRF",
+        help="quality of --image-codec video, 0-63, lower is better (default 30; docs/storage.md)",
     )
     p.add_argument(
         "--config",

@@ -182,8 +182,28 @@ class RewardConfig:
 
 
 @dataclass
+class StorageConfig:
+    """How ``teamvla synth`` stores the episodes it records (the EpisodeWriter's options)."""
+
+    image_codec: Literal["lossless", "video"] | None = field(
+        default=None,
+        doc=(
+            "Camera fields as image streams: lossless (bit-exact H.264) or video (lossy AV1); "
+            "null = plain arrays. Both need PyAV: pip install teamvla-schema[video]."
+        ),
+    )
+    video_crf: int = field(
+        default=30,
+        ge=0,
+        le=63,
+        doc="Quality of image_codec video (AV1 crf, lower is better): docs/storage.md gives the PSNR of each value.",
+    )
+
+
+@dataclass
 class TaskConfig:
-    """One task of the bimanual world: language, episode limit, success thresholds, expert and world."""
+    """One task of the bimanual world: language, episode limit, success thresholds, expert and world,
+    plus how ``teamvla synth`` stores its episodes (``storage``)."""
 
     # --- task ------------------------------------------------------------------------------
     name: str = field(default="lift", doc="Task: lift, handoff, drawer or another registered task.")
@@ -196,11 +216,12 @@ class TaskConfig:
         default=None, ge=1, le=10000, doc="Step limit of an episode; null = the task's default."
     )
 
-    # --- success, expert, rewards, world ----------------------------------------------------------
+    # --- success, expert, rewards, world, storage -------------------------------------------------
     success: SuccessConfig = dataclasses.field(default_factory=SuccessConfig)
     expert: ExpertConfig = dataclasses.field(default_factory=ExpertConfig)
     reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
     world: WorldConfig = dataclasses.field(default_factory=WorldConfig)
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
     def validate(self) -> None:
         """Cross-field checks: a registered task; every template names the block through ``{color}`` once."""

@@ -24,7 +24,7 @@ from teamvla_schema.config import from_dict, to_dict
 from teamvla_schema.episode import EpisodeWriter
 from teamvla_schema.errors import SchemaError
 
-from teamvla_data.sim.config import TASKS, TaskConfig, default_task_config
+from teamvla_data.sim.config import TASKS, StorageConfig, TaskConfig, default_task_config
 from teamvla_data.sim.experts import Expert, make_expert
 from teamvla_data.sim.registry import check_task
 from teamvla_data.sim.seeds import episode_seed
@@ -149,7 +149,16 @@ def _init_worker(
         root=root,
         base_seed=base_seed,
         envs={t: BimanualEnv(c.world, {t: c}) for t, c in cfgs.items()},
-        writer=EpisodeWriter(root, overwrite=overwrite),
+        # One writer per task: each task's storage section chooses its image codec.
+        writers={t: _writer(root, c, overwrite) for t, c in cfgs.items()},
+    )
+
+
+def _writer(root: str, cfg: TaskConfig, overwrite: bool) -> EpisodeWriter:
+    """The episode writer for one task, with that task's storage settings."""
+    storage = cfg.storage
+    return EpisodeWriter(
+        root, overwrite=overwrite, image_codec=storage.image_codec, video_crf=storage.video_crf
     )
 
 
@@ -157,7 +166,7 @@ def _record_job(job: tuple[str, int]) -> tuple[str, str, int, bool, int]:
     task, index = job
     seed = episode_seed(_WORKER["base_seed"], task, index)
     res = record_episode(
-        _WORKER["writer"],
+        _WORKER["writers"][task],
         _WORKER["envs"][task],
         task,
         seed,
@@ -222,6 +231,8 @@ def generate_dataset(
     task_cfgs: Mapping[str, TaskConfig] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    image_codec: str | None = None,
+    video_crf: int | None = None,
 ) -> list[Path]:
     """Record ``episodes_per_task`` expert episodes of each task under ``root``; return their paths.
 
@@ -229,7 +240,9 @@ def generate_dataset(
     ``(seed, t, i)`` and is written to ``root/t/t-00000i.npz``. ``workers > 1``
     records in that many spawned processes; the files are identical either way.
     ``image_size`` and ``num_joints`` override the tasks' world settings when
-    given. Failed expert episodes (rare) are kept, with ``success`` false.
+    given, ``image_codec`` (``"lossless"``, ``"video"`` or ``"none"``: plain arrays)
+    and ``video_crf`` their ``storage`` settings (how the camera fields are stored,
+    see docs/storage.md). Failed expert episodes (rare) are kept, with ``success`` false.
     """
     from tqdm import tqdm
 
@@ -248,7 +261,17 @@ def generate_dataset(
             world = replace(world, image_size=image_size)
         if num_joints is not None:
             world = replace(world, num_joints=num_joints)
-        cfg_dicts[t] = to_dict(replace(cfg, world=world).resolved())
+        storage = to_dict(cfg.storage)
+        if image_codec is not None:
+            storage["image_codec"] = None if image_codec == "none" else image_codec
+        if video_crf is not None:
+            storage["video_crf"] = video_crf
+        # from_dict checks the overrides as it checks a config file (codec names, crf range).
+        checked = from_dict(StorageConfig, storage, key="task.storage")
+        resolved = replace(cfg, world=world, storage=checked).resolved()
+        # A bad codec choice or a missing PyAV fails here, not in every worker process.
+        _writer(str(root), resolved, overwrite)
+        cfg_dicts[t] = to_dict(resolved)
     Path(root).mkdir(parents=True, exist_ok=True)
     jobs = [(t, i) for t in tasks for i in range(episodes_per_task)]
     results: dict[tuple[str, int], str] = {}

@@ -1,13 +1,15 @@
 """Image-sequence codecs for episode camera fields (docs/storage.md).
 
 Each codec is a module with ``encode(frames, **params) -> bytes``,
-``decode(data, *, shape) -> frames`` and ``decode_range(data, start, stop, *, shape)``,
-where ``frames`` is a ``(T, H, W, 3)`` uint8 array. Decoding never unpickles and never
+``decode(data, *, shape) -> frames``, ``decode_range(data, start, stop, *, shape)``,
+``decode_chunks(data, *, shape, chunk)`` (all frames, a bounded chunk at a time) and
+``check_params(params) -> params`` (defaults filled in, bad values refused with
+``ValueError``), where ``frames`` is a ``(T, H, W, 3)`` uint8 array. Decoding never unpickles and never
 returns anything but an array of the ``shape`` the caller expects: bytes that do not
 match raise :class:`~teamvla_schema.errors.SchemaError` (a ``ValueError``).
 
 Codecs are imported lazily, so ``import teamvla_schema`` needs numpy alone; the video
-codecs need PyAV (``pip install teamvla-schema[video]``) and raise a one-line
+codecs need PyAV (``pip install "teamvla-schema[video]"``) and raise a one-line
 ``ImportError`` naming the extra when it is missing.
 
 >>> from teamvla_schema.codecs import available_codecs
@@ -18,6 +20,7 @@ codecs need PyAV (``pip install teamvla-schema[video]``) and raise a one-line
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,6 +38,8 @@ class Codec(Protocol):
     NAME: str
     LOSSLESS: bool
 
+    def require(self) -> None: ...
+
     def encode(self, frames: np.ndarray, **params: Any) -> bytes: ...
 
     def decode(self, data: bytes, *, shape: tuple[int, int, int, int]) -> np.ndarray: ...
@@ -43,10 +48,30 @@ class Codec(Protocol):
         self, data: bytes, start: int, stop: int, *, shape: tuple[int, int, int, int]
     ) -> np.ndarray: ...
 
+    def decode_chunks(
+        self, data: bytes, *, shape: tuple[int, int, int, int], chunk: int
+    ) -> Iterator[np.ndarray]: ...
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]: ...
+
 
 def available_codecs() -> tuple[str, ...]:
     """The registered codec names (whether or not their optional dependency is installed)."""
     return tuple(_CODECS)
+
+
+def codec_module(name: str) -> Codec:
+    """The codec module registered under ``name``, without requiring its optional dependency.
+
+    Enough for :func:`Codec.check_params` (checking metadata needs no PyAV); raises
+    ``KeyError`` for an unknown name.
+    """
+    try:
+        module_name = _CODECS[name]
+    except KeyError:
+        raise KeyError(f"unknown codec {name!r}; known: {', '.join(_CODECS)}") from None
+    module: Codec = importlib.import_module(module_name)
+    return module
 
 
 def get_codec(name: str) -> Codec:
@@ -55,13 +80,9 @@ def get_codec(name: str) -> Codec:
     Raises ``KeyError`` for an unknown name and ``ImportError`` (naming the extra to
     install) when the codec's optional dependency is missing.
     """
-    try:
-        module_name = _CODECS[name]
-    except KeyError:
-        raise KeyError(f"unknown codec {name!r}; known: {', '.join(_CODECS)}") from None
-    module = importlib.import_module(module_name)
+    module = codec_module(name)
     module.require()
     return module
 
 
-__all__ = ["Codec", "available_codecs", "get_codec"]
+__all__ = ["Codec", "available_codecs", "codec_module", "get_codec"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-EXTRA_HINT = "install teamvla-schema[video]"
+#: What to run when PyAV is missing; every "needs PyAV" message ends with it.
+EXTRA_HINT = 'pip install "teamvla-schema[video]"'
 
 
 def require_av(codec: str) -> ModuleType:

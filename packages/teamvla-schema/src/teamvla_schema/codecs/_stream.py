@@ -20,12 +20,13 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Generator, Iterator
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from teamvla_schema.codecs._guard import require_av
+from teamvla_schema.codecs._guard import EXTRA_HINT, require_av
 from teamvla_schema.errors import SchemaError
 
 MAGIC = b"TVSQ"
@@ -48,6 +49,30 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
     if t < 1 or h < 1 or w < 1:
         raise SchemaError(f"frames must not be empty, got shape {frames.shape}")
     return np.ascontiguousarray(frames)
+
+
+#: The largest keyframe interval a codec accepts (longer ones make random access slow).
+MAX_GOP = 1 << 16
+
+
+def check_int_param(codec: str, key: str, value: Any, *, low: int = 1, high: int = MAX_GOP) -> int:
+    """``value`` as an int in ``low..high`` (bools and floats refused), else ``ValueError``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or not low <= value <= high
+    ):
+        raise ValueError(f"{codec} codec: {key} must be an integer in {low}..{high}, got {value!r}")
+    return int(value)
+
+
+def unknown_params(codec: str, params: Any, known: tuple[str, ...]) -> None:
+    """Refuse anything but a mapping of the ``known`` parameter names."""
+    if not hasattr(params, "keys"):
+        raise ValueError(f"{codec} codec: params must be a mapping, got {type(params).__name__}")
+    extra = sorted(str(k) for k in params if k not in known)
+    if extra:
+        raise ValueError(f"{codec} codec: unknown parameter(s) {extra}; known: {list(known)}")
 
 
 def encode_stream(
@@ -191,6 +216,11 @@ def parse(data: bytes, codec: str, shape: Shape) -> _Parsed:
     return _Parsed(header, table, data[body_start : body_start + n_extra], body)
 
 
+def stream_params(data: bytes, codec: str, shape: Shape) -> Any:
+    """The parameters recorded in the stream's own header (after checking it against ``shape``)."""
+    return parse(data, codec, shape).header.get("params")
+
+
 def _decoder(av: Any, bitstream: str, extradata: bytes) -> Any:
     last: Exception | None = None
     for name in DECODERS[bitstream]:
@@ -202,7 +232,38 @@ def _decoder(av: Any, bitstream: str, extradata: bytes) -> Any:
         if extradata:
             ctx.extradata = extradata
         return ctx
-    raise ImportError(f"PyAV has no {bitstream} decoder ({last}); install teamvla-schema[video]")
+    raise ImportError(f"PyAV has no {bitstream} decoder ({last}): {EXTRA_HINT}")
+
+
+def _decoded(
+    av: Any, parsed: _Parsed, codec: str, first: int
+) -> Generator[tuple[int, np.ndarray], None, None]:
+    """``(frame index, rgb24 pixels)`` of every frame decoded from packet ``first`` on.
+
+    Each frame is checked (coded size, index within the stream) before it is
+    converted; decoder errors become :class:`SchemaError`.
+    """
+    header, table = parsed.header, parsed.table
+    t = int(header["frames"])
+    ch, cw = int(header["coded_height"]), int(header["coded_width"])
+    h, w = int(header["height"]), int(header["width"])
+    ctx = _decoder(av, header["bitstream"], parsed.extradata)
+
+    def frames(decoded: list[Any]) -> Iterator[tuple[int, np.ndarray]]:
+        for frame in decoded:
+            index = frame.pts
+            if frame.width != cw or frame.height != ch or index is None or not 0 <= index < t:
+                raise SchemaError(f"{codec} data decodes to an unexpected frame ({frame})")
+            yield int(index), frame.to_ndarray(format="rgb24")[:h, :w]
+
+    try:
+        for k in range(first, len(table)):
+            packet = av.Packet(parsed.packet(k))
+            packet.pts = packet.dts = int(table["pts"][k])
+            yield from frames(ctx.decode(packet))
+        yield from frames(ctx.decode(None))
+    except av.error.FFmpegError as exc:
+        raise SchemaError(f"corrupt {codec} data: {exc}") from None
 
 
 def decode_frames(data: bytes, codec: str, shape: Shape, start: int, stop: int) -> np.ndarray:
@@ -210,7 +271,6 @@ def decode_frames(data: bytes, codec: str, shape: Shape, start: int, stop: int) 
     av = require_av(codec)
     parsed = parse(data, codec, shape)
     t, h, w, _ = (int(s) for s in shape)
-    ch, cw = int(parsed.header["coded_height"]), int(parsed.header["coded_width"])
     if not 0 <= start < stop <= t:
         raise IndexError(f"frame range {start}:{stop} is outside 0:{t}")
     table = parsed.table
@@ -219,32 +279,42 @@ def decode_frames(data: bytes, codec: str, shape: Shape, start: int, stop: int) 
         raise SchemaError(f"corrupt {codec} data: no keyframe before frame {start}")
     out = np.empty((stop - start, h, w, 3), np.uint8)
     seen = np.zeros(stop - start, bool)
-    ctx = _decoder(av, parsed.header["bitstream"], parsed.extradata)
-
-    def take(frames: list[Any]) -> None:
-        for frame in frames:
-            index = frame.pts
-            if frame.width != cw or frame.height != ch or index is None or not 0 <= index < t:
-                raise SchemaError(f"{codec} data decodes to an unexpected frame ({frame})")
-            if start <= index < stop:
-                if seen[index - start]:
-                    raise SchemaError(f"{codec} data decodes frame {index} twice")
-                out[index - start] = frame.to_ndarray(format="rgb24")[:h, :w]
-                seen[index - start] = True
-
-    try:
-        for k in range(int(keys[-1]), len(table)):
-            packet = av.Packet(parsed.packet(k))
-            packet.pts = packet.dts = int(table["pts"][k])
-            take(ctx.decode(packet))
+    decoded = _decoded(av, parsed, codec, int(keys[-1]))
+    for index, pixels in decoded:
+        if start <= index < stop:
+            if seen[index - start]:
+                raise SchemaError(f"{codec} data decodes frame {index} twice")
+            out[index - start] = pixels
+            seen[index - start] = True
             if seen.all():
+                decoded.close()  # the frames after ``stop`` are not needed
                 break
-        else:
-            take(ctx.decode(None))
-    except av.error.FFmpegError as exc:
-        raise SchemaError(f"corrupt {codec} data: {exc}") from None
     if not seen.all():
         raise SchemaError(
             f"{codec} data decoded {int(seen.sum())} of the {stop - start} frames {start}:{stop}"
         )
     return out
+
+
+def iter_decode(data: bytes, codec: str, shape: Shape, chunk: int) -> Iterator[np.ndarray]:
+    """Every frame in order, as consecutive arrays of at most ``chunk`` frames (bounded memory).
+
+    One pass of one decoder over the whole stream; frames that arrive out of
+    order, twice or not at all raise :class:`SchemaError`.
+    """
+    av = require_av(codec)
+    parsed = parse(data, codec, shape)
+    t, h, w, _ = (int(s) for s in shape)
+    chunk = max(1, int(chunk))
+    buf = np.empty((min(chunk, t), h, w, 3), np.uint8)
+    done = filled = 0
+    for index, pixels in _decoded(av, parsed, codec, 0):
+        if index != done:
+            raise SchemaError(f"{codec} data decodes frame {index} where frame {done} was due")
+        buf[filled] = pixels
+        done, filled = done + 1, filled + 1
+        if filled == len(buf) or done == t:
+            yield buf[:filled].copy()
+            filled = 0
+    if done != t:
+        raise SchemaError(f"{codec} data decoded {done} of its {t} frames")

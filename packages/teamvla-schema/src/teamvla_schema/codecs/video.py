@@ -8,21 +8,48 @@ so no system FFmpeg is needed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 import numpy as np
 
 from teamvla_schema.codecs._guard import require_av
-from teamvla_schema.codecs._stream import Shape, check_frames, decode_frames, encode_stream
+from teamvla_schema.codecs._stream import (
+    Shape,
+    check_frames,
+    check_int_param,
+    decode_frames,
+    encode_stream,
+    iter_decode,
+    unknown_params,
+)
 
 NAME = "video"
 LOSSLESS = False
 DEFAULT_CRF = 30
 DEFAULT_GOP = 30
 DEFAULT_PRESET = 8
+MAX_CRF = 63
+MAX_PRESET = 13
 
 
 def require() -> None:
     """Raise the one-line ImportError naming the extra if PyAV is missing."""
     require_av(NAME)
+
+
+def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` completed with the defaults; ``ValueError`` for unknown keys or bad values.
+
+    ``crf`` 0..63, ``gop`` >= 1, ``preset`` 0..13 or ``None`` (the encoder's own default).
+    """
+    unknown_params(NAME, params, ("crf", "gop", "preset"))
+    crf = check_int_param(NAME, "crf", params.get("crf", DEFAULT_CRF), low=0, high=MAX_CRF)
+    gop = check_int_param(NAME, "gop", params.get("gop", DEFAULT_GOP))
+    preset = params.get("preset", DEFAULT_PRESET)
+    if preset is not None:
+        preset = check_int_param(NAME, "preset", preset, low=0, high=MAX_PRESET)
+    return {"crf": crf, "gop": gop, "preset": preset}
 
 
 def encode(
@@ -38,19 +65,16 @@ def encode(
     encoder's own default).
     """
     frames = check_frames(frames)
-    if not 0 <= crf <= 63:
-        raise ValueError(f"crf must be in 0..63, got {crf}")
-    if gop < 1:
-        raise ValueError(f"gop must be >= 1, got {gop}")
+    params = check_params({"crf": crf, "gop": gop, "preset": preset})
     return encode_stream(
         frames,
         encoder="libsvtav1",
         bitstream="av1",
         pix_fmt="yuv420p",
-        gop=gop,
+        gop=params["gop"],
         options={"crf": str(crf)} | ({} if preset is None else {"preset": str(preset)}),
         codec=NAME,
-        params={"crf": crf, "gop": gop, "preset": preset},
+        params=params,
         even_min=8,
     )
 
@@ -63,3 +87,8 @@ def decode(data: bytes, *, shape: Shape) -> np.ndarray:
 def decode_range(data: bytes, start: int, stop: int, *, shape: Shape) -> np.ndarray:
     """Frames ``start:stop``, decoded from the nearest keyframe at or before ``start``."""
     return decode_frames(data, NAME, shape, start, stop)
+
+
+def decode_chunks(data: bytes, *, shape: Shape, chunk: int) -> Iterator[np.ndarray]:
+    """All frames in order, ``chunk`` at a time (memory stays at one chunk)."""
+    return iter_decode(data, NAME, shape, chunk)
