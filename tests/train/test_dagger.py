@@ -210,7 +210,7 @@ def test_sections_of_other_algorithms_do_not_block_a_resume() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("stats", ["demos", "aggregate"])
-def test_normalisation_keeps_the_demos_statistics_unless_told_to_recompute(
+def test_normalisation_keeps_the_demos_statistics_unless_told_to_recompute_and_old_caches_go(
     tmp_path: Path, stats: str
 ) -> None:
     from teamvla_data import make_dataloader
@@ -239,3 +239,5 @@ def test_normalisation_keeps_the_demos_statistics_unless_told_to_recompute(
     same = saved["fields"] == demos.to_dict()["fields"]
     assert same == (stats == "demos")
     assert saved["key"] != demos.key  # the aggregate is another selection than the demos
+    # Only the last aggregate's loader cache is kept (each holds a copy of every image).
+    assert [p.name for p in (run / "dagger" / "cache").iterdir()] == ["aggregate_001"]

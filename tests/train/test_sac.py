@@ -147,13 +147,64 @@ def test_replay_mixing_ratio() -> None:
 def test_action_map_round_trip() -> None:
     from teamvla_data.sim.gym_env import action_space
 
-    amap = ActionMap(space=action_space(3))
+    amap = ActionMap(space=action_space(3), mode="absolute", binary_grip=False)
     x = np.array([[-1, 0, 1, 0.5, 0.5, 0.5, -1, 1]], np.float32)
     env = amap.to_env(x)
     assert np.allclose(env["action_a"], [[-2.7, 0, 2.7]]) and np.allclose(env["action_b"], 1.35)
     assert env["grip_a"].tolist() == [0.0] and env["grip_b"].tolist() == [1.0]
     one = {k: v[0] for k, v in env.items()}
     assert np.allclose(amap.from_env(one), x[0], atol=1e-6)
+
+
+def test_delta_action_map_steps_from_the_current_joints() -> None:
+    from teamvla_data.sim.gym_env import action_space
+
+    amap = ActionMap(space=action_space(3), mode="delta", joint_step=0.15, binary_grip=False)
+    obs = np.zeros((1, 2 * 3 + 17), np.float32)
+    obs[0, :6] = [0.0, 1.0, 2.65, -1.0, 0.5, 0.0]  # q_a, q_b lead the state vector
+    x = np.array([[1, -1, 1, 0.5, 0, -0.5, -1, 1]], np.float32)
+    env = amap.to_env(x, obs)
+    # q + 0.15 x, clipped to the 2.7 rad limit (2.65 + 0.15 -> 2.7)
+    assert np.allclose(env["action_a"], [[0.15, 0.85, 2.7]])
+    assert np.allclose(env["action_b"], [[-0.925, 0.5, -0.075]])
+    assert env["grip_a"].tolist() == [0.0] and env["grip_b"].tolist() == [1.0]
+    one = {k: v[0] for k, v in env.items()}
+    back = amap.from_env(one, obs[0])
+    assert np.allclose(back[[0, 1, 3, 4, 5, 6, 7]], x[0, [0, 1, 3, 4, 5, 6, 7]], atol=1e-5)
+    assert back[2] == pytest.approx(0.05 / 0.15, abs=1e-5)  # the clipped step, as executed
+    with pytest.raises(ValueError, match="state observation"):
+        amap.to_env(x)
+
+
+def test_n_step_transitions_hand_computed() -> None:
+    from teamvla_train.algos.replay import NStep
+
+    acc = NStep(n=2, gamma=0.5, num_envs=2)
+    o = lambda v: np.full((2, 1), v, np.float32)  # noqa: E731
+    a = np.zeros((2, 1), np.float32)
+    no, yes = np.array([False, False]), np.array([False, True])
+    out = acc.push(obs=o(0), action=a, reward=np.array([1.0, 1.0]), next_obs=o(1), terminated=no, truncated=no)  # fmt: skip
+    assert len(out["reward"]) == 0  # nothing has n rewards yet
+    # world 1 terminates at its second step: both its transitions leave, done, with k = 2 and 1
+    out = acc.push(obs=o(1), action=a, reward=np.array([2.0, 4.0]), next_obs=o(2), terminated=yes, truncated=no)  # fmt: skip
+    assert out["reward"].tolist() == [
+        2.0,
+        3.0,
+        4.0,
+    ]  # world 0: 1 + 0.5 * 2; world 1: 1 + 0.5 * 4, then 4
+    assert out["nsteps"].tolist() == [2, 2, 1] and out["done"].tolist() == [False, True, True]
+    assert out["obs"][:, 0].tolist() == [0, 0, 1] and out["next_obs"][:, 0].tolist() == [2, 2, 2]
+    # a truncation flushes too, but keeps bootstrapping (done false)
+    out = acc.push(obs=o(2), action=a, reward=np.array([8.0, 0.0]), next_obs=o(3), terminated=no, truncated=np.array([True, False]))  # fmt: skip
+    assert out["reward"].tolist() == [2.0 + 0.5 * 8.0, 8.0] and out["done"].tolist() == [
+        False,
+        False,
+    ]
+    assert out["nsteps"].tolist() == [2, 1]
+    # the critic target discounts by gamma^k
+    y = critic_target(reward=T([3.0]), done=T([0.0]), next_q1=T([2.0]), next_q2=T([4.0]),
+                      next_logp=T([0.0]), alpha=0.0, gamma=0.5, nsteps=T([2.0]))  # fmt: skip
+    assert y.item() == pytest.approx(3.0 + 0.25 * 2.0)
 
 
 def test_sac_learns_a_one_step_continuous_problem() -> None:
@@ -192,7 +243,8 @@ def _lift(env_steps: int, *extra: str) -> object:
     overrides = [
         f"sac.env_steps={env_steps}", "sac.warmup_steps=40", "sac.batch_size=32",
         "sac.hidden_dims=[32,32]", "sac.demos_per_task=1", "sac.eval_episodes_per_task=2",
-        "sac.eval_every_env_steps=80", "sac.replay_capacity=1000", "env.num_envs=4",
+        "eval.every_env_steps=80", "sac.replay_capacity=1000", "env.num_envs=4",
+        "sac.n_step=1",  # every transition lands in the replay at once (no pending n-step tails)
         "trainer.log_every=5", "trainer.ckpt_every=0", *extra,
     ]  # fmt: skip
     return load_config(REPO / "configs" / "train_sac.yaml", overrides)
@@ -228,3 +280,40 @@ def test_lift_state_run_checkpoints_and_resumes(tmp_path: Path) -> None:
     evals = list(read_events(tmp_path / "full" / "metrics.jsonl", "sac_eval"))
     assert [e["env_steps"] for e in evals] == [80, 160, 200]
     print("lift evals:", evals)
+    # the actor is an ordinary teamvla checkpoint for Policy.from_checkpoint
+    from teamvla_data.sim import make_env
+    from teamvla_train import Policy
+
+    policy = Policy.from_checkpoint(tmp_path / "full")
+    env = make_env("lift", obs_mode="state", render=False)
+    obs, _ = env.reset(seed=0)
+    action = policy.select_action(obs)
+    assert env.action_space.contains({k: np.asarray(v) for k, v in action.items()})
+    assert {float(action["grip_a"]), float(action["grip_b"])} <= {0.0, 1.0}  # binary grips
+    assert a["extra"]["state_policy"]["action_map"]["mode"] == "delta"
+
+
+def test_sac_init_from_loads_a_state_actor(tmp_path: Path) -> None:
+    """sac.init_from starts the actor from another run's actor (e.g. a BC actor)."""
+    from teamvla_train.algos.base import Context
+    from teamvla_train.algos.sac import SoftActorCritic
+    from teamvla_train.config import resolve_train_config
+    from teamvla_train.engine import train
+    from teamvla_train.engine.distributed import DistInfo
+
+    train(_lift(40), run_dir=tmp_path / "first", progress=False, device="cpu")
+    actor = _sac_state(tmp_path / "first")["model"]
+    cfg = resolve_train_config(_lift(40, f"sac.init_from={tmp_path / 'first'}"))
+    algo = SoftActorCritic(Context(cfg=cfg, run_dir=tmp_path / "x", device=torch.device("cpu"),
+                                   dist_info=DistInfo(), amp_dtype=None))  # fmt: skip
+    try:
+        for key, value in algo.actor.state_dict().items():
+            assert np.array_equal(value.numpy(), actor[key]), key
+    finally:
+        algo.close()
+    bad = resolve_train_config(
+        _lift(40, f"sac.init_from={tmp_path / 'first'}", "sac.hidden_dims=[16]")
+    )
+    with pytest.raises(Exception, match="hidden_dims"):
+        SoftActorCritic(Context(cfg=bad, run_dir=tmp_path / "y", device=torch.device("cpu"),
+                                dist_info=DistInfo(), amp_dtype=None))  # fmt: skip

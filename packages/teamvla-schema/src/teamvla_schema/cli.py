@@ -12,14 +12,18 @@ import argparse
 import difflib
 import json
 import logging
+import math
 import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import distributions, entry_points
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from teamvla_schema.errors import SchemaError
+
+if TYPE_CHECKING:
+    from teamvla_schema.episode_codec import FieldEncoding
 
 log = logging.getLogger("teamvla")
 
@@ -46,9 +50,31 @@ def _inspect_episode(path: Path) -> None:
     if meta.user:
         print(f"user       {json.dumps(meta.user, sort_keys=True)}")
     print("fields:")
+    encodings = ep.header.encodings
     for name, lay in ep.header.fields.items():
         shape = ",".join(str(d) for d in (meta.num_steps, *lay.shape))
-        print(f"  {name:<14} {lay.dtype:<8} [{shape}]")
+        how = f"  {encodings[name].codec} stream" if name in encodings else ""
+        print(f"  {name:<14} {lay.dtype:<8} [{shape}]{how}")
+    if encodings:
+        print("encodings:")
+        for name, enc in encodings.items():
+            print(f"  {name:<14} {_describe_encoding(enc)}")
+
+
+def _describe_encoding(enc: FieldEncoding) -> str:
+    """One ``FieldEncoding`` on a line: codec, params, stream bytes (and share of raw), quality."""
+    import numpy as np
+
+    params = " ".join(f"{k}={v}" for k, v in sorted(enc.params.items()))
+    raw = math.prod(enc.shape) * np.dtype(enc.dtype).itemsize
+    share = f" ({100 * enc.nbytes / raw:.2f}% of {_human_bytes(raw)} raw)" if raw else ""
+    if enc.lossless:
+        quality = "lossless (bit-exact)"
+    elif enc.psnr is None or math.isinf(enc.psnr):
+        quality = "PSNR inf dB (exact)"
+    else:
+        quality = f"PSNR {enc.psnr:.2f} dB"
+    return f"{enc.codec:<9} {params:<28} {enc.nbytes:,} bytes{share}  {quality}"
 
 
 def _inspect_checkpoint(path: Path) -> None:

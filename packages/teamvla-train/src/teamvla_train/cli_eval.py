@@ -48,8 +48,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         progress=not args.no_progress,
         algo=args.algo,
+        image_codec=args.image_codec,
+        video_crf=args.video_crf,
     )
     return 0
+
+
+def _crf(text: str) -> int:
+    """An AV1 crf, 0..63 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 0-63, received {text!r}") from None
+    if not 0 <= value <= 63:
+        raise argparse.ArgumentTypeError(f"expected an integer 0-63, received {value}")
+    return value
 
 
 def register_eval_commands(sub: argparse._SubParsersAction) -> None:
@@ -132,6 +145,22 @@ def register_eval_commands(sub: argparse._SubParsersAction) -> None:
         help="training algorithm (default: the demo config's, behaviour cloning)",
     )
     p.add_argument("--device", default=None, help="cpu (default) | cuda | cuda:N")
+    p.add_argument(
+        "--image-codec",
+        choices=("none", "lossless", "video"),
+        default=None,
+        help="how recorded episodes store their camera fields: lossless (bit-exact) or video "
+        "(lossy AV1) image streams, none = plain arrays (default: the config's "
+        "eval.demo_image_codec / dagger.image_codec, else none; data already in DIR/data is "
+        'reused as stored; codecs need pip install "teamvla-schema[video]")',
+    )
+    p.add_argument(
+        "--video-crf",
+        type=_crf,
+        default=None,
+        metavar="CRF",
+        help="quality of --image-codec video, 0-63, lower is better (default 30; docs/storage.md)",
+    )
     p.add_argument(
         "--config",
         default=None,

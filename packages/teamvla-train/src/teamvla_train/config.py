@@ -28,7 +28,7 @@ from teamvla_schema.config import (
 )
 from teamvla_schema.run_config import RunConfig
 
-from teamvla_train.algo_config import DaggerConfig, EnvConfig, SacConfig
+from teamvla_train.algo_config import AwacConfig, DaggerConfig, EnvConfig, SacConfig
 from teamvla_train.model_config import ModelConfig
 
 DEFAULT_EVAL_TASKS = ("lift", "handoff", "drawer")
@@ -77,9 +77,9 @@ class TrainerConfig:
     """
 
     # --- algorithm --------------------------------------------------------------------
-    algo: Literal["bc", "dagger", "sac"] = field(
+    algo: Literal["bc", "dagger", "sac", "awac"] = field(
         default="bc",
-        doc="Training algorithm: bc (behaviour cloning), dagger or sac (each with its own section).",
+        doc="Training algorithm: bc (behaviour cloning), dagger, sac or awac (each with its own section).",
     )
     # --- length -----------------------------------------------------------------------
     max_steps: int = field(default=3000, ge=0, doc="Optimiser steps to train (0: use epochs).")
@@ -188,6 +188,12 @@ class EvalConfig:
     batch_envs: int = field(
         default=10, ge=1, doc="Environments stepped together in one batched policy call."
     )
+    every_env_steps: int = field(
+        default=5000,
+        ge=0,
+        doc="Online algorithms (sac, awac): evaluate every N environment transitions, and at the end "
+        "(0: only at the end).",
+    )
 
     # --- offline ------------------------------------------------------------------------
     offline_batches: int = field(
@@ -204,6 +210,14 @@ class EvalConfig:
     # --- teamvla demo only: the dataset it records when none exists -----------------------
     demo_episodes_per_task: int = field(default=100, ge=1, doc="Expert episodes recorded per task.")
     demo_workers: int = field(default=2, ge=1, doc="Processes recording episodes in parallel.")
+    demo_image_codec: Literal["lossless", "video"] | None = field(
+        default=None,
+        doc="How those episodes store their camera fields: lossless (bit-exact H.264), video "
+        "(lossy AV1) or null (plain arrays); as task.storage.image_codec of teamvla synth.",
+    )
+    demo_video_crf: int = field(
+        default=30, ge=0, le=63, doc="Quality of demo_image_codec video (AV1 crf, lower is better)."
+    )
 
     def validate(self) -> None:
         """Cross-field checks."""
@@ -228,6 +242,7 @@ class TrainConfig:
     dagger: DaggerConfig
     env: EnvConfig
     sac: SacConfig
+    awac: AwacConfig
     resolved: dict[str, Any]  # the resolved config as plain data (what checkpoints store)
 
 
@@ -242,6 +257,7 @@ _SECTIONS: dict[str, type] = {
     "dagger": DaggerConfig,
     "env": EnvConfig,
     "sac": SacConfig,
+    "awac": AwacConfig,
 }
 
 
@@ -278,6 +294,7 @@ def resolve_train_config(cfg: LoadedConfig | Mapping[str, Any] | TrainConfig) ->
 
 
 __all__ = [
+    "AwacConfig",
     "DaggerConfig",
     "EnvConfig",
     "EvalConfig",

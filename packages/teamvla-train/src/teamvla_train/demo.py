@@ -6,7 +6,9 @@ rollouts inside ``OUT/runs/dagger-<model>``; pictures go to ``OUT/pictures/dagge
 
 1. **Record** a dataset with the scripted experts into ``OUT/data`` unless it
    already holds episodes (``eval.demo_episodes_per_task`` per task, recorded
-   at the model's image size with ``eval.demo_workers`` processes).
+   at the model's image size with ``eval.demo_workers`` processes, camera
+   fields stored as ``eval.demo_image_codec`` says; episodes already there are
+   reused as they are stored, and the demo says how).
 2. **Train** the default model (``--model`` picks the other) into
    ``OUT/runs/<model>`` (an interrupted demo resumes there; a finished one is
    not retrained).
@@ -26,7 +28,6 @@ for tests and a first look.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from teamvla_schema.config import LoadedConfig, load_config
+
+from teamvla_train.demo_data import describe_storage, record_if_missing
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,21 @@ def default_config_path() -> Path:
     return Path(str(resources.files("teamvla_train") / "default_configs" / DEMO_CONFIG))
 
 
+def storage_overrides(image_codec: str | None, video_crf: int | None = None) -> list[str]:
+    """The config overrides of ``--image-codec`` / ``--video-crf``: the demo's recorded data and DAgger's.
+
+    ``image_codec`` is ``"lossless"``, ``"video"`` or ``"none"`` (plain arrays);
+    ``None`` leaves the config's choice.
+    """
+    out = []
+    if image_codec is not None:
+        value = "null" if image_codec == "none" else image_codec
+        out += [f"eval.demo_image_codec={value}", f"dagger.image_codec={value}"]
+    if video_crf is not None:
+        out += [f"eval.demo_video_crf={video_crf}", f"dagger.video_crf={video_crf}"]
+    return out
+
+
 def demo_config(
     *,
     config: str | os.PathLike[str] | None = None,
@@ -85,12 +103,16 @@ def demo_config(
     quick: bool = False,
     overrides: Sequence[str] = (),
     algo: str | None = None,
+    image_codec: str | None = None,
+    video_crf: int | None = None,
 ) -> LoadedConfig:
-    """The demo's resolved config: the file, then ``--quick``, ``--model``, ``--algo`` and user overrides."""
+    """The demo's resolved config: the file, then ``--quick``, ``--model``, ``--algo``,
+    ``--image-codec`` / ``--video-crf`` and user overrides."""
     all_overrides = [
         *(QUICK_OVERRIDES if quick else ()),
         *([f"model.name={model}"] if model else []),
         *([f"trainer.algo={algo}"] if algo else []),
+        *storage_overrides(image_codec, video_crf),
         *overrides,
     ]
     return load_config(config or default_config_path(), all_overrides)
@@ -105,70 +127,6 @@ def _stage(title: str, progress: bool) -> None:
         print(f"\n== {title}", flush=True)
 
 
-DATA_STAMP = "demo_data.json"
-
-
-def record_if_missing(
-    data_dir: Path,
-    *,
-    tasks: Sequence[str],
-    episodes_per_task: int,
-    seed: int,
-    workers: int,
-    image_size: int,
-    num_joints: int,
-    progress: bool,
-) -> tuple[int, bool]:
-    """Record expert episodes into ``data_dir`` unless it has some; (episode count, recorded now).
-
-    A small stamp (``demo_data.json``) records the settings; reusing data recorded
-    with other settings logs a warning (delete the directory to record afresh).
-    """
-    from teamvla_data.sim.record import generate_dataset
-    from teamvla_schema import find_episodes
-
-    from teamvla_train.eval_report import write_json
-
-    wanted = {
-        "tasks": list(tasks),
-        "episodes_per_task": episodes_per_task,
-        "seed": seed,
-        "image_size": image_size,
-        "num_joints": num_joints,
-    }
-    existing = find_episodes(data_dir) if data_dir.is_dir() else []
-    if existing:
-        stamp_path = data_dir / DATA_STAMP
-        try:
-            stamp = json.loads(stamp_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            stamp = None
-        if stamp != wanted:
-            log.warning(
-                "reusing the %d episodes in %s, recorded with other settings (%s instead of %s); "
-                "delete that directory to record afresh",
-                len(existing),
-                data_dir,
-                stamp,
-                wanted,
-            )
-        else:
-            log.info("using the %d episodes already in %s", len(existing), data_dir)
-        return len(existing), False
-    paths = generate_dataset(
-        data_dir,
-        tasks=list(tasks),
-        episodes_per_task=episodes_per_task,
-        seed=seed,
-        workers=workers,
-        image_size=image_size,
-        num_joints=num_joints,
-        progress=progress,
-    )
-    write_json(data_dir / DATA_STAMP, wanted)
-    return len(paths), True
-
-
 def run_demo(
     *,
     out: str | os.PathLike[str] = DEFAULT_OUT,
@@ -179,12 +137,19 @@ def run_demo(
     overrides: Sequence[str] = (),
     progress: bool = True,
     algo: str | None = None,
+    image_codec: str | None = None,
+    video_crf: int | None = None,
 ) -> dict[str, Any]:
     """Record (if needed), train, evaluate; print the table; return what ``results.json`` holds.
 
     ``algo="dagger"`` trains with DAgger (the demo config's ``dagger:`` section),
     which records its own expert demonstrations inside the run directory.
+    ``image_codec`` (``"lossless"``, ``"video"``, ``"none"``) and ``video_crf``
+    override how recorded episodes store their camera fields
+    (``eval.demo_image_codec`` and ``dagger.image_codec``; see docs/storage.md).
     """
+    from teamvla_schema import find_episodes
+
     from teamvla_train.config import resolve_train_config
     from teamvla_train.engine import train
     from teamvla_train.engine.loggers import log_pictures
@@ -194,7 +159,15 @@ def run_demo(
 
     t_start = time.perf_counter()
     out_dir = Path(out).resolve()
-    loaded = demo_config(config=config, model=model, quick=quick, overrides=overrides, algo=algo)
+    loaded = demo_config(
+        config=config,
+        model=model,
+        quick=quick,
+        overrides=overrides,
+        algo=algo,
+        image_codec=image_codec,
+        video_crf=video_crf,
+    )
     data_dir = out_dir / "data"
     # The demo owns where things go: everything under OUT, whatever the file says.
     dataset = _section(loaded, "dataset")
@@ -217,10 +190,10 @@ def run_demo(
     t0 = time.perf_counter()
     if dagger:
         _stage(f"1/3 data: recorded by DAgger itself under {run_dir / 'dagger'}", progress)
-        n_episodes, recorded = 0, False
+        n_episodes, recorded, storage = 0, False, ""
     else:
         _stage(f"1/3 data: {data_dir}", progress)
-        n_episodes, recorded = record_if_missing(
+        n_episodes, recorded, storage = record_if_missing(
             data_dir,
             tasks=tasks,
             episodes_per_task=cfg.eval.demo_episodes_per_task,
@@ -229,7 +202,12 @@ def run_demo(
             image_size=cfg.model.image_size,
             num_joints=cfg.model.num_joints,
             progress=progress,
+            image_codec=cfg.eval.demo_image_codec,
+            video_crf=cfg.eval.demo_video_crf,
         )
+        if progress:
+            how = "recorded now" if recorded else "reused as stored, not re-encoded"
+            print(f"{n_episodes} episodes ({how}); camera fields: {storage}", flush=True)
     t1 = time.perf_counter()
 
     length = (
@@ -285,6 +263,7 @@ def run_demo(
 
         events = read_events(run_dir / "metrics.jsonl", "dagger_iteration")
         n_episodes = cfg.dagger.demos_per_task * len(cfg.dagger.tasks) + sum(int(r["episodes"]) for r in events)  # fmt: skip
+        storage = describe_storage(find_episodes(run_dir / "dagger"))
     results: dict[str, Any] = {
         "model": cfg.model.name,
         "algo": cfg.trainer.algo,
@@ -296,7 +275,12 @@ def run_demo(
         "mean_success_rate": evaluation["mean_success_rate"],
         "checkpoint": str(result.last_checkpoint),
         "run_dir": str(run_dir),
-        "data": {"root": str(data_dir), "episodes": n_episodes, "recorded_now": recorded},
+        "data": {
+            "root": str(data_dir),
+            "episodes": n_episodes,
+            "recorded_now": recorded,
+            "storage": storage,
+        },
         "train": {
             "steps": result.steps,
             **{
@@ -323,5 +307,6 @@ def run_demo(
         f"(data {results['timing_s']['data']:.0f} s, train {results['timing_s']['train']:.0f} s, "
         f"eval {results['timing_s']['eval']:.0f} s)"
     )
+    print(f"data: {n_episodes} episodes, camera fields stored as {storage}")
     print(f"results: {out_dir / RESULTS_FILE}\npictures: {pictures}")
     return results

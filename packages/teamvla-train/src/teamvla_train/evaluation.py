@@ -314,11 +314,14 @@ def evaluate_policy(
     """Evaluate a loaded policy; returns the JSON-ready results (see :func:`teamvla_train.eval_report.evaluate_checkpoint`)."""
     config = dict(checkpoint_config or getattr(policy, "config", None) or {})
     t0 = time.perf_counter()
+    state = (
+        getattr(policy, "obs_mode", "pixels") == "state"
+    )  # a sac/awac actor: no dataset, no cameras
     results: dict[str, Any] = {
-        "model": (config.get("model") or {}).get("name"),
+        "model": f"{policy.algo}-state-actor" if state else (config.get("model") or {}).get("name"),
         "eval_config": to_dict(cfg),
     }
-    if offline:
+    if offline and not state:
         try:
             if not config.get("dataset"):
                 raise SchemaError("the checkpoint records no dataset config")
@@ -330,7 +333,7 @@ def evaluate_policy(
             log.warning("offline action error skipped: %s", exc)
             results["offline"] = {"skipped": str(exc)}
     t1 = time.perf_counter()
-    if make_env is None:
+    if make_env is None and not state:
         from teamvla_data.sim.world import BimanualEnv
 
         world = world_config_for(policy, config)
@@ -339,9 +342,15 @@ def evaluate_policy(
         def make_env() -> Any:
             return BimanualEnv(world)
 
-    outcomes = closed_loop_eval(
-        policy, make_env, cfg, record_first=pictures_dir is not None, progress=progress
-    )
+    if state:
+        from teamvla_train.algos.online import state_closed_loop_eval
+
+        outcomes = state_closed_loop_eval(policy, cfg)
+    else:
+        assert make_env is not None
+        outcomes = closed_loop_eval(
+            policy, make_env, cfg, record_first=pictures_dir is not None, progress=progress
+        )
     closed = {task: o.to_dict() for task, o in outcomes.items()}
     results["closed_loop"] = closed
     results["mean_success_rate"] = float(np.mean([c["success_rate"] for c in closed.values()]))

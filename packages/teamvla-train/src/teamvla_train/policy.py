@@ -303,7 +303,16 @@ class Policy:
 def policy_from_checkpoint_dict(
     ckpt: Mapping[str, Any], *, device: str | torch.device = "cpu", path: Path | None = None
 ) -> Policy:
-    """Build a :class:`Policy` from an already loaded checkpoint dict."""
+    """Build a :class:`Policy` from an already loaded checkpoint dict.
+
+    A state-observation actor (``trainer.algo`` sac or awac, ``extra.state_policy``)
+    comes back as a :class:`teamvla_train.models.state_actor.StatePolicy`.
+    """
+    state_spec = (ckpt.get("extra") or {}).get("state_policy")
+    if isinstance(state_spec, Mapping):
+        from teamvla_train.models.state_actor import state_policy_from_checkpoint
+
+        return state_policy_from_checkpoint(ckpt, state_spec, device=device, path=path)
     spec = (ckpt.get("extra") or {}).get(POLICY_KEY)
     if not isinstance(spec, Mapping):
         raise SchemaError(

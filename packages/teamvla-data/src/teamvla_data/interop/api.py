@@ -112,6 +112,8 @@ def convert(
     crf: int = 18,
     overwrite: bool = False,
     progress: bool = False,
+    image_codec: str | None = None,
+    video_crf: int = 30,
 ) -> ConvertResult:
     """Convert the dataset at ``src`` into ``dst``, streaming one episode at a time.
 
@@ -125,9 +127,11 @@ def convert(
     for LeRobot export); ``task`` / ``instruction`` fill the task slug and
     instruction of imports that have none; ``success`` is ``auto``, ``last``
     or ``none`` (see docs/interop.md). ``cameras`` (``auto``, ``video``,
-    ``png``) and ``crf`` choose how a LeRobot export stores images. Every
-    file is written atomically; a LeRobot or robomimic output appears only
-    when complete.
+    ``png``) and ``crf`` choose how a LeRobot export stores images;
+    ``image_codec`` (``"lossless"``, ``"video"``, ``None``: plain arrays) and
+    ``video_crf`` how a conversion into our format stores camera fields
+    (docs/storage.md). Every file is written atomically; a LeRobot or robomimic
+    output appears only when complete.
     """
     src, dst = Path(src), Path(dst)
     src_format = src_format or detect_format(src)
@@ -139,6 +143,11 @@ def convert(
         raise ValueError(f"--success {success!r}: expected one of {', '.join(SUCCESS_POLICIES)}")
     if src_format == dst_format == "teamvla" and src.resolve() == dst.resolve():
         raise ValueError("source and destination are the same root")
+    if image_codec is not None and dst_format != "teamvla":
+        raise ValueError(
+            f"--image-codec applies to conversions into teamvla format, not --to {dst_format} "
+            "(a LeRobot export stores cameras as --cameras says)"
+        )
     mapping = parse_map(renames)
     report = Report()
     t0 = time.perf_counter()
@@ -178,7 +187,7 @@ def convert(
             dst, renames=out, action_layout=action_layout, overwrite=overwrite, report=report
         )
     else:
-        writer = TeamvlaWriter(dst)
+        writer = TeamvlaWriter(dst, image_codec=image_codec, video_crf=video_crf)
     from tqdm import tqdm
 
     count = steps = 0
@@ -203,7 +212,7 @@ def convert(
     result = ConvertResult(
         src, Path(final), src_format, dst_format, count, steps, seconds, notes=report.lines()
     )
-    if dst_format == "lerobot":
+    if dst_format == "lerobot" or (dst_format == "teamvla" and image_codec is not None):
         result.cameras = writer.cameras
         result.psnr = {k: (min(v), sum(v) / len(v)) for k, v in writer.psnr.items()}
     return result

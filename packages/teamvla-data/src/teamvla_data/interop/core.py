@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from teamvla_schema.episode import EpisodeWriter, find_episodes, read_episode
+from teamvla_schema.episode import EpisodeWriter, find_episodes, read_episode, read_episode_meta
 from teamvla_schema.errors import SchemaError
 from teamvla_schema.fields import (
     KNOWN_FIELDS,
@@ -154,12 +154,35 @@ class TeamvlaWriter:
     Every step is validated by :class:`teamvla_schema.EpisodeWriter` (errors
     name the source file, field and step) and each file is published
     atomically, never replacing an existing file; the metadata's ``fps`` is kept.
+    ``image_codec`` / ``video_crf`` are the writer's (camera fields as image
+    streams, docs/storage.md; ``None``: plain arrays); :attr:`psnr` collects the
+    PSNR of each ``video`` field written, per field name.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        image_codec: str | None = None,
+        video_crf: int = 30,
+    ) -> None:
         self.root = Path(root)
         self.written: list[Path] = []
-        self._writer = EpisodeWriter(self.root, overwrite=False)
+        self.psnr: dict[str, list[float]] = {}
+        # Fails here (unknown codec, bad crf, PyAV missing) before anything is read or written.
+        self._writer = EpisodeWriter(
+            self.root, overwrite=False, image_codec=image_codec, video_crf=video_crf
+        )
+
+    @property
+    def cameras(self) -> str | None:
+        """How the camera fields are stored, for the summary (``None``: plain arrays)."""
+        codec, crf = self._writer.image_codec, self._writer.video_crf
+        if codec == "video":
+            return f"video image streams (AV1, crf {crf}; lossy)"
+        if codec is not None:
+            return f"{codec} image streams (bit-exact)"
+        return None
 
     def write(self, ep: ConvEpisode) -> Path:
         """Validate and write one episode; return its path."""
@@ -196,6 +219,10 @@ class TeamvlaWriter:
                 w.discard_episode()
             raise
         self.written.append(path)
+        if self._writer.image_codec == "video":
+            for name, enc in read_episode_meta(path).encodings.items():
+                if enc.psnr is not None:
+                    self.psnr.setdefault(name, []).append(enc.psnr)
         return path
 
 

@@ -3,6 +3,8 @@
 * ``bc``: behaviour cloning (:mod:`teamvla_train.algos.bc`).
 * ``dagger``: DAgger with the scripted experts as the oracle (:mod:`teamvla_train.algos.dagger`).
 * ``sac``: soft actor-critic with demonstration-seeded replay (:mod:`teamvla_train.algos.sac`).
+* ``awac``: advantage-weighted actor-critic, offline on demonstrations then online
+  (:mod:`teamvla_train.algos.awac`).
 
 Each module reads top to bottom as one algorithm: its config, its update
 rule, its state. The engine (:mod:`teamvla_train.engine`) drives any of them.
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from teamvla_train.algos.base import Algorithm, Context
 
-ALGORITHMS = ("bc", "dagger", "sac")
+ALGORITHMS = ("bc", "dagger", "sac", "awac")
 
 
 def make_algorithm(name: str, ctx: Context, **kwargs: Any) -> Algorithm:
@@ -32,4 +34,8 @@ def make_algorithm(name: str, ctx: Context, **kwargs: Any) -> Algorithm:
         from teamvla_train.algos.sac import SoftActorCritic
 
         return SoftActorCritic(ctx, **kwargs)
+    if name == "awac":
+        from teamvla_train.algos.awac import AdvantageWeightedActorCritic
+
+        return AdvantageWeightedActorCritic(ctx, **kwargs)
     raise ValueError(f"unknown algorithm {name!r}; algorithms are {', '.join(ALGORITHMS)}")

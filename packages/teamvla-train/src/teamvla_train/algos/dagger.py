@@ -27,6 +27,7 @@ and seeds, so the data is the same.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -103,6 +104,9 @@ class DAgger:
             num_joints=world.num_joints,
             overwrite=True,
             progress=False,
+            # dagger.image_codec: how the camera fields are stored ("none": plain arrays).
+            image_codec=self.d.image_codec or "none",
+            video_crf=self.d.video_crf,
         )
         atomic_write_text(demos / ".complete", '{"demos": true}\n')
 
@@ -114,16 +118,33 @@ class DAgger:
         """The run's context with BC's data = demos + the first ``iterations`` iterations."""
         cfg = self.ctx.cfg
         roots = [str(self.root / DEMOS), *(str(self.iteration_root(i)) for i in range(iterations))]
-        dataset = dataclasses.replace(cfg.dataset, roots=roots, tasks=list(self.d.tasks))
+        dataset = dataclasses.replace(
+            cfg.dataset,
+            roots=roots,
+            tasks=list(self.d.tasks),
+            cache_dir=str(self._cache_dir(iterations)),
+        )
         trainer = dataclasses.replace(cfg.trainer, max_steps=self._total, epochs=0)
         return dataclasses.replace(
             self.ctx, cfg=dataclasses.replace(cfg, dataset=dataset, trainer=trainer)
         )
 
+    def _cache_dir(self, iterations: int) -> Path:
+        """Where the loader caches the aggregate of ``iterations`` iterations (one per aggregate)."""
+        base = self.ctx.cfg.dataset.cache_dir
+        return (Path(base) if base else self.root / "cache") / f"aggregate_{iterations:03d}"
+
     def _aggregate(self, iterations: int) -> None:
-        """Re-open BC's data over demos + ``iterations`` iterations; keep network and optimiser."""
+        """Re-open BC's data over demos + ``iterations`` iterations; keep network and optimiser.
+
+        The previous aggregate's loader cache is deleted once the new one is open: each holds
+        a copy of every image, so keeping them all would grow with the square of the iterations.
+        """
+        previous = self._cache_dir(self.iteration)
         keep = self.d.stats == "demos"
         self.bc.set_data(self._bc_context(iterations), stats=self.demo_stats if keep else None)
+        if previous != self._cache_dir(iterations):
+            shutil.rmtree(previous, ignore_errors=True)
         self.iteration = iterations
 
     # ------------------------------------------------------------------ measuring
@@ -184,6 +205,8 @@ class DAgger:
             replan_every=self.ctx.cfg.eval.replan_every,
             label_every=self.d.label_every,
             label_steps=self.d.label_steps or self.ctx.cfg.dataset.action_horizon,
+            image_codec=self.d.image_codec,
+            video_crf=self.d.video_crf,
         )
         self.bc.model.train()
         self._aggregate(i + 1)

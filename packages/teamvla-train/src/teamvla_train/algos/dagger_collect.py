@@ -119,8 +119,14 @@ def collect_iteration(
     replan_every: int = 4,
     label_every: int = 4,
     label_steps: int = 16,
+    image_codec: str | None = None,
+    video_crf: int = 30,
 ) -> CollectStats:
-    """Collect one DAgger iteration's expert-labelled episodes under ``root`` (see the module doc)."""
+    """Collect one DAgger iteration's expert-labelled episodes under ``root`` (see the module doc).
+
+    ``image_codec`` / ``video_crf`` are the ``EpisodeWriter``'s: how the camera
+    fields are stored (``None``: plain arrays; see docs/storage.md).
+    """
     if label_every < 1 or label_steps < 1:
         raise ValueError(
             f"label_every and label_steps must be >= 1, received {label_every}, {label_steps}"
@@ -137,7 +143,7 @@ def collect_iteration(
     wins: dict[str, list[bool]] = {t: [] for t in tasks}
     envs = [BimanualEnv(world) for _ in range(min(batch_envs, max(1, len(jobs))))]
     control = ChunkController(policy, len(envs), replan_every=replan_every)
-    with EpisodeWriter(root) as writer:
+    with EpisodeWriter(root, image_codec=image_codec, video_crf=video_crf) as writer:
         for start in range(0, len(jobs), len(envs)):
             group = jobs[start : start + len(envs)]
             control.reset()

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-FIELDS = ("obs", "action", "reward", "next_obs", "done")
+FIELDS = ("obs", "action", "reward", "next_obs", "done", "nsteps")
 
 
 class ReplayBuffer:
@@ -38,6 +38,7 @@ class ReplayBuffer:
         self.reward = np.zeros((capacity,), np.float32)  # (C,)
         self.next_obs = np.zeros((capacity, obs_dim), np.float32)  # (C, O)
         self.done = np.zeros((capacity,), bool)  # (C,)
+        self.nsteps = np.ones((capacity,), np.float32)  # (C,) k of a k-step transition: gamma**k
         self.pos = 0  # the row the next transition goes to
         self.size = 0  # rows filled
         self.added = 0  # transitions ever added
@@ -53,8 +54,13 @@ class ReplayBuffer:
         reward: np.ndarray,
         next_obs: np.ndarray,
         done: np.ndarray,
+        nsteps: np.ndarray | None = None,
     ) -> None:
-        """Append ``B`` transitions: ``obs (B, O)``, ``action (B, D)``, ``reward (B,)``, ``next_obs (B, O)``, ``done (B,)``."""
+        """Append ``B`` transitions: ``obs (B, O)``, ``action (B, D)``, ``reward (B,)``, ``next_obs (B, O)``, ``done (B,)``.
+
+        ``nsteps (B,)`` (default 1): the steps ``k`` between ``obs`` and ``next_obs``
+        of an n-step transition, whose ``reward`` is already the discounted sum.
+        """
         n = len(reward)
         values = {
             "obs": obs,
@@ -62,6 +68,7 @@ class ReplayBuffer:
             "reward": reward,
             "next_obs": next_obs,
             "done": done,
+            "nsteps": np.ones(n, np.float32) if nsteps is None else nsteps,
         }
         if n > self.capacity:  # only the newest capacity rows survive
             values = {k: np.asarray(v)[n - self.capacity :] for k, v in values.items()}
@@ -100,6 +107,9 @@ class ReplayBuffer:
             )
         size = int(state["size"])
         for key in FIELDS:
+            if key == "nsteps" and key not in state:  # a checkpoint from before n-step returns
+                self.nsteps[:] = 1.0
+                continue
             value = np.asarray(state[key])
             target = getattr(self, key)
             if value.shape != (size, *target.shape[1:]):
@@ -136,26 +146,91 @@ def sample_mixed(
     return {key: np.concatenate([p[key] for p in parts]) for key in FIELDS}
 
 
-def record_demos(
-    *, tasks: Sequence[str], episodes: int, seed: int, num_joints: int, amap: Any
+class NStep:
+    """Per-world n-step returns: 1-step transitions in, ``n``-step transitions out.
+
+    A transition ``(s_t, a_t)`` leaves once ``n`` rewards have followed it (or
+    its episode ended) as ``(s_t, a_t, sum_{i<k} gamma^i r_{t+i}, s_{t+k}, done, k)``;
+    ``done`` is true only if the episode *terminated* within those ``k`` steps
+    (then nothing is bootstrapped), a truncation still bootstraps from the
+    final observation with ``gamma^k``. ``n = 1`` passes transitions through.
+    Pending transitions are not checkpointed: episodes in flight restart on resume.
+    """
+
+    def __init__(self, *, n: int, gamma: float, num_envs: int) -> None:
+        if n < 1:
+            raise ValueError(f"n-step returns need n >= 1, received {n}")
+        self.n, self.gamma = n, gamma
+        self.pending: list[list[tuple[np.ndarray, np.ndarray, float]]] = [
+            [] for _ in range(num_envs)
+        ]
+
+    def reset(self) -> None:
+        """Forget every pending transition (the episodes in flight were restarted)."""
+        self.pending = [[] for _ in self.pending]
+
+    def _emit(self, rows: dict[str, list[Any]], i: int, next_obs: np.ndarray, done: bool) -> None:
+        pend = self.pending[i]
+        ret = sum(self.gamma**j * r for j, (_, _, r) in enumerate(pend))
+        obs, action, _ = pend.pop(0)
+        for key, value in zip(
+            FIELDS, (obs, action, ret, next_obs, done, len(pend) + 1), strict=True
+        ):
+            rows[key].append(value)
+
+    def push(
+        self, *, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
+        terminated: np.ndarray, truncated: np.ndarray,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
+        """One step of every world (``(B, ...)`` each; ``next_obs`` the real final observation
+        where an episode ended) -> the transitions completed by it, as ``add_batch`` arguments."""
+        rows: dict[str, list[Any]] = {k: [] for k in FIELDS}
+        for i, pend in enumerate(self.pending):
+            pend.append((np.asarray(obs[i]), np.asarray(action[i]), float(reward[i])))
+            if terminated[i] or truncated[i]:
+                while pend:
+                    self._emit(rows, i, next_obs[i], bool(terminated[i]))
+            elif len(pend) == self.n:
+                self._emit(rows, i, next_obs[i], False)
+        return _as_arrays(rows, obs_dim=np.shape(obs)[-1], action_dim=np.shape(action)[-1])
+
+
+def _as_arrays(
+    rows: Mapping[str, list[Any]], *, obs_dim: int, action_dim: int
 ) -> dict[str, np.ndarray]:
-    """Scripted-expert transitions in the state-obs env, ``episodes`` per task (scene seeds from episode_seed)."""
+    dims = {"obs": (obs_dim,), "next_obs": (obs_dim,), "action": (action_dim,)}
+    types = {"done": bool}
+    return {
+        k: np.asarray(v, types.get(k, np.float32)).reshape(len(v), *dims.get(k, ()))
+        for k, v in rows.items()
+    }
+
+
+def record_demos(
+    *, tasks: Sequence[str], episodes: int, seed: int, num_joints: int, amap: Any,
+    n_step: int = 1, gamma: float = 0.99,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Scripted-expert transitions in the state-obs env, ``episodes`` per task (scene seeds from
+    ``episode_seed``), as ``n_step``-step transitions (:class:`NStep`)."""
     from teamvla_data.sim import episode_seed, make_env, make_expert
     from teamvla_data.sim.record import expert_rng
 
-    rows: dict[str, list[Any]] = {k: [] for k in ("obs", "action", "reward", "next_obs", "done")}
+    parts: list[dict[str, np.ndarray]] = []
     for task in tasks:
         env = make_env(task, obs_mode="state", render=False, num_joints=num_joints)
         for i in range(episodes):
             s = episode_seed(seed, task, i)
             obs, _ = env.reset(seed=s)
             expert = make_expert(task, expert_rng(s))
+            acc = NStep(n=n_step, gamma=gamma, num_envs=1)
             terminated = truncated = False
             while not (terminated or truncated):
                 action = expert.act(env.unwrapped)
+                x = amap.from_env(action, obs)
                 next_obs, reward, terminated, truncated, _ = env.step(action)
-                for key, value in zip(rows, (obs, amap.from_env(action), reward, next_obs, terminated), strict=True):  # fmt: skip
-                    rows[key].append(value)
+                parts.append(acc.push(obs=obs[None], action=x[None], reward=np.array([reward]),
+                                      next_obs=next_obs[None], terminated=np.array([terminated]),
+                                      truncated=np.array([truncated])))  # fmt: skip
                 obs = next_obs
         env.close()
-    return {k: np.asarray(v, np.float32 if k != "done" else bool) for k, v in rows.items()}
+    return {k: np.concatenate([p[k] for p in parts]) for k in FIELDS}

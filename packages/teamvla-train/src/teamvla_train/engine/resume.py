@@ -60,7 +60,7 @@ RESUME_MAY_DIFFER: tuple[str, ...] = (
 _ABSENT = object()
 
 #: Config sections read by one algorithm only (``trainer.algo``).
-ALGORITHM_SECTIONS = ("dagger", "sac")
+ALGORITHM_SECTIONS = ("dagger", "sac", "awac")
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

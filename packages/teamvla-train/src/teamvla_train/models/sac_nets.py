@@ -9,9 +9,14 @@
 * :class:`ActionMap`: the environment's Dict actions (``action_a``, ``action_b``:
   ``(N,)`` joint targets; ``grip_a``, ``grip_b``: scalar commands) as one flat
   vector ``[action_a, action_b, grip_a, grip_b]`` of ``2N + 2`` values in
-  ``[-1, 1]``, mapped affinely to each field's box: ``low + (x + 1) / 2 * (high
-  - low)``, so joint targets span the joint limits (±2.7 rad: ``2.7 * x``) and
-  grips ``[0, 1]`` (``(x + 1) / 2``).
+  ``[-1, 1]``. Grips map affinely to ``[0, 1]`` (``(x + 1) / 2``). Joints, by
+  ``mode``: ``"delta"`` (the default) moves each joint target by at most
+  ``joint_step`` from the current joint position read from the state
+  observation, ``q + joint_step * x`` (clipped to the limits), so ``x = 0``
+  holds still and a random ``x`` explores locally, as the world moves a joint
+  at most ``max_joint_step`` (0.15 rad) per step anyway; ``"absolute"`` spans
+  the joint limits, ``low + (x + 1) / 2 (high - low)`` (±2.7 rad: ``2.7 x``),
+  where an actor must output the current posture to hold still.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch.nn import functional as F
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
 ACTION_KEYS = ("action_a", "action_b", "grip_a", "grip_b")
+GRIP_LEVEL = 0.5  # flat value of a recorded closed (+) or open (-) grip with binary grips
 
 
 def mlp(
@@ -86,6 +92,16 @@ class SquashedGaussianActor(nn.Module):
         """The deterministic action ``tanh(mean)`` ``(B, D)`` (evaluation, deployment)."""
         return torch.tanh(self(obs)[0])
 
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+        """log pi(a|s) ``(B,)`` of given actions ``(B, D)`` in ``[-1, 1]`` (AWAC's regression).
+
+        Actions are pulled ``eps`` inside the box first: recorded grips are
+        exactly 0 or 1 (``a = -1`` or ``1``), where ``atanh`` is infinite.
+        """
+        mean, log_std = self(obs)
+        u = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))
+        return squashed_log_prob(u=u, mean=mean, log_std=log_std)
+
 
 class TwinQ(nn.Module):
     """Two critics ``Q1(s, a)``, ``Q2(s, a)`` on ``concat(obs, action)``."""
@@ -108,17 +124,42 @@ class TwinQ(nn.Module):
 class ActionMap:
     """Flat actions in ``[-1, 1]^D`` <-> the environment's Dict actions (see the module docstring)."""
 
-    def __init__(self, *, space: Any) -> None:
+    def __init__(
+        self, *, space: Any, mode: str = "delta", joint_step: float = 0.15, binary_grip: bool = True
+    ) -> None:
         """``space``: the single (unbatched) ``gymnasium.spaces.Dict`` action space."""
+        if mode not in ("delta", "absolute"):
+            raise ValueError(f"action mode must be delta or absolute, received {mode!r}")
+        self.mode, self.joint_step, self.binary_grip = mode, float(joint_step), bool(binary_grip)
         self.sizes = [int(np.prod(space[k].shape)) for k in ACTION_KEYS]  # [N, N, 1, 1]
         self.low = np.concatenate([np.broadcast_to(space[k].low, (n,)) for k, n in zip(ACTION_KEYS, self.sizes, strict=True)]).astype(np.float64)  # fmt: skip
         self.high = np.concatenate([np.broadcast_to(space[k].high, (n,)) for k, n in zip(ACTION_KEYS, self.sizes, strict=True)]).astype(np.float64)  # fmt: skip
         self.dim = int(sum(self.sizes))
+        self.joints = (
+            2 * self.sizes[0]
+        )  # the state vector starts with q_a, q_b (gym_env.state_slices)
 
-    def to_env(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """``x (B, D)`` in ``[-1, 1]`` -> batched Dict actions (``(B, N)`` joints, ``(B,)`` grips)."""
+    def _current(self, obs: np.ndarray | None, batch: int) -> np.ndarray:
+        """The current joint positions ``(B, 2N)`` (delta mode), from state observations ``(B, O)``."""
+        if obs is None:
+            raise ValueError("delta actions need the state observation (its joint positions)")
+        q = np.asarray(obs, np.float64).reshape(batch, -1)[:, : self.joints]
+        return q
+
+    def to_env(self, x: np.ndarray, obs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``x (B, D)`` in ``[-1, 1]`` (and state ``obs (B, O)`` in delta mode) -> batched Dict actions."""
         x = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
-        values = (self.low + 0.5 * (x + 1.0) * (self.high - self.low)).astype(np.float32)
+        values = self.low + 0.5 * (x + 1.0) * (self.high - self.low)
+        if self.mode == "delta":
+            q = self._current(obs, len(x))
+            values[:, : self.joints] = np.clip(
+                q + self.joint_step * x[:, : self.joints],
+                self.low[: self.joints],
+                self.high[: self.joints],
+            )
+        if self.binary_grip:
+            values[:, self.joints :] = (x[:, self.joints :] > 0.0).astype(np.float64)
+        values = values.astype(np.float32)
         out, start = {}, 0
         for key, n in zip(ACTION_KEYS, self.sizes, strict=True):
             part = values[:, start : start + n]
@@ -126,8 +167,22 @@ class ActionMap:
             start += n
         return out
 
-    def from_env(self, action: Mapping[str, Any]) -> np.ndarray:
-        """One unbatched Dict action -> its flat vector ``(D,)`` in ``[-1, 1]`` (clipped)."""
+    def from_env(self, action: Mapping[str, Any], obs: np.ndarray | None = None) -> np.ndarray:
+        """One unbatched Dict action (and its state ``obs (O,)`` in delta mode) -> flat ``(D,)`` (clipped)."""
         flat = np.concatenate([np.ravel(np.asarray(action[k], np.float64)) for k in ACTION_KEYS])
         x = 2.0 * (flat - self.low) / (self.high - self.low) - 1.0
+        if self.mode == "delta":
+            q = self._current(obs, 1)[0]
+            x[: self.joints] = (flat[: self.joints] - q) / self.joint_step
+        if self.binary_grip:
+            # +-GRIP_LEVEL, not +-1: a recorded 0/1 grip at the edge of tanh's range is fitted by a
+            # likelihood actor with a huge std around a mean stuck at the other sign (measured: BC
+            # never closed the gripper); any x > 0 closes anyway.
+            x[self.joints :] = np.where(flat[self.joints :] > 0.5, GRIP_LEVEL, -GRIP_LEVEL)
         return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a checkpoint records to rebuild this map (``extra``)."""
+        return {"mode": self.mode, "joint_step": self.joint_step, "binary_grip": self.binary_grip,
+                "action_low": self.low.tolist(),
+                "action_high": self.high.tolist(), "sizes": list(self.sizes)}  # fmt: skip

@@ -1,0 +1,201 @@
+"""Interaction with the simulated worlds for the actor-critic algorithms (SAC, AWAC).
+
+:class:`OnlineWorlds` steps ``env.num_envs`` state-observation worlds
+(``make_vector_env(obs_mode="state", autoreset_mode="SameStep")``) with flat
+actions in ``[-1, 1]`` (:class:`teamvla_train.models.sac_nets.ActionMap`), turns
+each step into n-step transitions (:class:`teamvla_train.algos.replay.NStep`)
+and keeps the return and success of the last 20 finished episodes.
+:func:`evaluate_actor` plays the deterministic actor on held-out evaluation
+seeds. :func:`rng_state` / :func:`set_rng_state` carry a numpy generator
+through a checkpoint as JSON (PCG64's 128-bit integers as strings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from teamvla_train.algos.replay import NStep
+from teamvla_train.models.sac_nets import ActionMap, SquashedGaussianActor
+
+ONLINE_SEED_OFFSET = 1_000_000  # episode_seed indices of online scenes (demos use 0, 1, ...)
+
+
+def rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    """A PCG64 generator's state as JSON-ready values."""
+    bit = rng.bit_generator.state
+    return {"state": str(bit["state"]["state"]), "inc": str(bit["state"]["inc"]),
+            "has_uint32": int(bit["has_uint32"]), "uinteger": int(bit["uinteger"])}  # fmt: skip
+
+
+def set_rng_state(rng: np.random.Generator, r: Mapping[str, Any]) -> None:
+    """Restore :func:`rng_state` into ``rng``."""
+    rng.bit_generator.state = {
+        "bit_generator": "PCG64", "state": {"state": int(r["state"]), "inc": int(r["inc"])},
+        "has_uint32": int(r["has_uint32"]), "uinteger": int(r["uinteger"]),
+    }  # fmt: skip
+
+
+def make_action_map(env_cfg: Any, space: Any) -> ActionMap:
+    """The action map the ``env:`` section names (``action_mode``, ``joint_step``, ``binary_grip``)."""
+    return ActionMap(space=space, mode=env_cfg.action_mode, joint_step=env_cfg.joint_step,
+                     binary_grip=env_cfg.binary_grip)  # fmt: skip
+
+
+class OnlineWorlds:
+    """``num_envs`` state-observation worlds, stepped with flat actions into n-step transitions."""
+
+    def __init__(self, *, env_cfg: Any, num_joints: int, n_step: int, gamma: float) -> None:
+        from teamvla_data.sim import make_vector_env
+
+        self.cfg, self.tasks = env_cfg, list(env_cfg.tasks)
+        self.envs = make_vector_env(
+            self.tasks, env_cfg.num_envs, obs_mode="state", render=False,
+            num_joints=num_joints, autoreset_mode="SameStep",
+        )  # fmt: skip
+        self.num_envs = self.envs.num_envs
+        self.amap = make_action_map(env_cfg, self.envs.single_action_space)
+        obs_shape = self.envs.single_observation_space.shape or (0,)  # state: one flat Box
+        self.obs_dim, self.action_dim = int(obs_shape[0]), self.amap.dim
+        self.nstep = NStep(n=n_step, gamma=gamma, num_envs=self.num_envs)
+        self.recent_returns: list[float] = []  # the last 20 finished online episodes
+        self.recent_success: list[float] = []
+        self.obs = np.zeros((self.num_envs, self.obs_dim), np.float32)
+        self.ep_return = np.zeros(self.num_envs)
+
+    def reset(self, env_steps: int) -> None:
+        """Start every world on a fresh scene (seeds from ``env.seed`` and the transitions so far)."""
+        from teamvla_data.sim import episode_seed
+
+        base = ONLINE_SEED_OFFSET + env_steps
+        seeds = [episode_seed(self.cfg.seed, t, base + i) for i, t in enumerate(self.envs.tasks)]
+        self.obs, _ = self.envs.reset(seed=seeds)
+        self.ep_return = np.zeros(self.num_envs)
+        self.nstep.reset()
+
+    def step(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        """Execute flat actions ``u (B, D)``; the n-step transitions completed (``add_batch`` arguments)."""
+        next_obs, reward, terminated, truncated, infos = self.envs.step(
+            self.amap.to_env(u, self.obs)
+        )
+        ended = terminated | truncated
+        real_next = np.array(next_obs, np.float32, copy=True)
+        for i in np.flatnonzero(ended):  # SameStep autoreset: the ending observation is final_obs
+            real_next[i] = infos["final_obs"][i]
+        out = self.nstep.push(obs=self.obs, action=u, reward=reward, next_obs=real_next,
+                              terminated=terminated, truncated=truncated)  # fmt: skip
+        self.obs = next_obs
+        self.ep_return += reward
+        for i in np.flatnonzero(ended):
+            self.recent_returns = [*self.recent_returns, float(self.ep_return[i])][-20:]
+            self.recent_success = [*self.recent_success, float(terminated[i])][-20:]
+            self.ep_return[i] = 0.0
+        return out
+
+    def stats(self) -> dict[str, float]:
+        """Mean return and success of the last 20 finished episodes (0 before any)."""
+        return {"episode_return": float(np.mean(self.recent_returns or [0.0])),
+                "episode_success": float(np.mean(self.recent_success or [0.0]))}  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        """The episode statistics (the worlds themselves restart on resume)."""
+        return {"recent_returns": list(self.recent_returns), "recent_success": list(self.recent_success)}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.recent_returns = [float(x) for x in state.get("recent_returns", [])]
+        self.recent_success = [float(x) for x in state.get("recent_success", [])]
+
+    def close(self) -> None:
+        """Close the vector env."""
+        self.envs.close()
+
+
+@torch.no_grad()
+def evaluate_actor(
+    *, actor: SquashedGaussianActor, tasks: Sequence[str], episodes: int, num_joints: int,
+    amap: ActionMap, device: torch.device,
+) -> dict[str, float]:  # fmt: skip
+    """Success rate and mean return per task of the deterministic actor on held-out evaluation seeds."""
+    from teamvla_data.sim import eval_seeds, make_vector_env
+
+    out: dict[str, float] = {}
+    was_training = actor.training
+    actor.eval()
+    for task in tasks:
+        envs = make_vector_env(
+            task, episodes, obs_mode="state", render=False, num_joints=num_joints
+        )
+        obs, _ = envs.reset(seed=eval_seeds(task, episodes))
+        alive = np.ones(episodes, bool)
+        ret, success = np.zeros(episodes), np.zeros(episodes, bool)
+        while alive.any():
+            u = actor.act(torch.as_tensor(obs, device=device)).cpu().numpy()
+            obs_next, reward, terminated, truncated, _ = envs.step(amap.to_env(u, obs))
+            ret += np.where(alive, reward, 0.0)
+            success |= alive & terminated
+            alive &= ~(terminated | truncated)
+            obs = obs_next
+        envs.close()
+        out[f"success_{task}"], out[f"return_{task}"] = float(success.mean()), float(ret.mean())
+    actor.train(was_training)
+    return out
+
+
+def rollout_state_policy(
+    policy: Any, task: str, seeds: Sequence[int], *, instructions: Sequence[str] | None = None,
+    max_steps: int | None = None,
+) -> list[tuple[bool, int, int]]:  # fmt: skip
+    """Closed-loop episodes of a state policy (``select_actions``) on ``seeds``:
+    ``(success, steps, step_limit)`` each; ``instructions`` replace the drawn ones (language swap)."""
+    from teamvla_data.sim import make_vector_env
+
+    n = len(seeds)
+    # NextStep autoreset: a world that ended restarts on the next step; the alive mask ignores it.
+    envs = make_vector_env(task, n, obs_mode="state", render=False, num_joints=policy.num_joints)
+    options = {"instruction": list(instructions)} if instructions is not None else None
+    obs, _ = envs.reset(seed=[int(s) for s in seeds], options=options)
+    limit = int(envs.unwrapped.max_steps[0])
+    alive, success, steps = np.ones(n, bool), np.zeros(n, bool), np.zeros(n, int)
+    while alive.any() and (not max_steps or steps.max() < max_steps):
+        obs, _, terminated, truncated, _ = envs.step(policy.select_actions(obs))
+        steps += alive
+        success |= alive & terminated
+        alive &= ~(terminated | truncated)
+    envs.close()
+    return [(bool(success[i]), int(steps[i]), limit) for i in range(n)]
+
+
+def state_closed_loop_eval(policy: Any, cfg: Any) -> dict[str, Any]:
+    """``teamvla eval``'s closed loop (``evaluation.closed_loop_eval``) for a state-observation
+    actor: the state env on the same held-out seeds, language swap included; ``{task: TaskOutcome}``."""
+    from teamvla_data.sim.config import WorldConfig
+    from teamvla_data.sim.language import swap_instruction
+    from teamvla_data.sim.seeds import eval_seeds
+    from teamvla_data.sim.world import BimanualEnv
+
+    from teamvla_train.evaluation import TaskOutcome
+    from teamvla_train.rollout import EpisodeResult, EpisodeSpec
+
+    probe = BimanualEnv(WorldConfig(render=False, num_joints=policy.num_joints))
+    out: dict[str, TaskOutcome] = {}
+    for task in cfg.tasks:
+        seeds = [int(s) for s in eval_seeds(task, cfg.episodes_per_task)]
+        texts = [str(probe.reset(task, s)["instruction"]) for s in seeds]
+        runs: dict[str, tuple[list[str] | None, list[str]]] = {"normal": (None, texts)}
+        if cfg.language_swap:
+            swapped = [swap_instruction(t) for t in texts]
+            runs["swapped"] = (swapped, swapped)
+        results: dict[str, list[Any]] = {"normal": [], "swapped": []}
+        for kind, (given, shown) in runs.items():
+            done = rollout_state_policy(policy, task, seeds, instructions=given, max_steps=cfg.max_steps or None)  # fmt: skip
+            texts_given: list[str | None] = (
+                list(given) if given is not None else [None] * len(seeds)
+            )
+            spec = [EpisodeSpec(task, s, g) for s, g in zip(seeds, texts_given, strict=True)]
+            results[kind] = [EpisodeResult(sp, txt, ok, n, limit) for sp, txt, (ok, n, limit) in zip(spec, shown, done, strict=True)]  # fmt: skip
+        out[task] = TaskOutcome(task, seeds, results["normal"], results["swapped"])
+    return out
