@@ -67,11 +67,24 @@ def test_every_dataset_key_is_in_train_bc_with_a_comment_above() -> None:
         ({"roots": ["x"], "persistent_workers": True}, "num_workers > 0"),
         ({"roots": ["x"], "on_error": "ignore"}, "expected one of"),
         ({"roots": ["x"], "augment": {"color_jitter": 2.0}}, "dataset.augment.color_jitter"),
+        ({"roots": ["x"], "cache_max_bytes": -1}, ">= 0"),
+        ({"roots": ["x"], "shuffle": "random"}, "dataset.shuffle"),
     ],
 )
 def test_bad_sections_are_refused_with_the_key(section: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         from_dict(DatasetConfig, section, key="dataset")
+
+
+def test_shuffle_and_cache_budget_values() -> None:
+    for value in (True, False, "uniform"):
+        assert from_dict(DatasetConfig, {"roots": ["x"], "shuffle": value}).shuffle == value
+    cfg = from_dict(DatasetConfig, {"roots": ["x"], "cache_max_bytes": 1 << 30})
+    assert cfg.cache_max_bytes == 1 << 30 and DatasetConfig(roots=["x"]).cache_max_bytes is None
+    with pytest.raises(ConfigError, match="needs shuffle"):
+        from_dict(DatasetConfig, {"roots": ["x"], "shuffle": False, "task_weighting": "uniform"})
+    # Weighted sampling with a plain uniform shuffle is fine.
+    from_dict(DatasetConfig, {"roots": ["x"], "shuffle": "uniform", "task_weighting": "uniform"})
 
 
 def test_as_dataset_config_rejects_other_types() -> None:

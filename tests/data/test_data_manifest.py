@@ -152,3 +152,31 @@ def test_index_command_summarises(episode_root: Path, capsys: pytest.CaptureFixt
     assert manifest_path(episode_root).exists()
     assert main(["index", str(episode_root)]) == 0
     assert "manifest unchanged" in capsys.readouterr().out
+
+
+def test_manifest_table_maps_the_manifest_and_follows_it(
+    episode_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from teamvla_data.manifest_table import ManifestTable, table_path
+
+    records, _ = update_manifest(episode_root)
+    table = ManifestTable.open(episode_root)  # made from the JSON, written next to it
+    path = table_path(episode_root)
+    assert path.is_file() and len(table) == len(records)
+    assert table.records(range(len(table))) == records
+    written = path.stat().st_mtime_ns
+    again = ManifestTable.open(episode_root)  # mapped: the file is not rewritten
+    assert path.stat().st_mtime_ns == written and again.records([0]) == records[:1]
+    lift = again.select(["lift"])
+    assert {again.record(int(r)).task for r in lift} == {"lift"} and len(lift) == 4
+    # A new episode rewrites the manifest: the table follows it.
+    write_episode(episode_root, "lift", "new", seed=50)
+    records, _ = update_manifest(episode_root)
+    assert ManifestTable.open(episode_root).records(range(len(records))) == records
+    # A damaged table is rebuilt with a warning.
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        fixed = ManifestTable.open(episode_root)
+    assert "unusable" in caplog.text and fixed.records(range(len(records))) == records

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,27 @@ def test_teamvla_schema_imports_without_av() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert 'pip install "teamvla-schema[video]"' in out.stdout
+
+
+@pytest.mark.slow
+def test_many_partial_video_decodes_do_not_deadlock(tmp_path: Path) -> None:
+    """A decoder freed before the end of its stream must not hang (libdav1d worker threads
+    waiting for the GIL did, within the first hundred of these calls, before decoders were
+    made single-threaded). Run in a child so a hang is a failure, not a stuck suite."""
+    pytest.importorskip("av")
+    script = tmp_path / "ranges.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from teamvla_schema.codecs import get_codec\n"
+        "rng = np.random.default_rng(0)\n"
+        "frames = rng.integers(0, 256, (100, 96, 96, 3), dtype=np.uint8)\n"
+        "codec = get_codec('video')\n"
+        "data = codec.encode(frames)\n"
+        "for i in range(400):\n"
+        "    start = (i * 7) % 90\n"
+        "    codec.decode_range(data, start, start + 2, shape=frames.shape)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"

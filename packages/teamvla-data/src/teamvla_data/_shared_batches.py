@@ -77,18 +77,26 @@ class SlotDataset(MultiTaskDataset):
 
     @classmethod
     def wrap(
-        cls, dataset: MultiTaskDataset, num_workers: int, slots_per_worker: int, batch_size: int
+        cls,
+        dataset: MultiTaskDataset,
+        num_workers: int,
+        slots_per_worker: int,
+        batch_size: int,
+        probe: int = 0,
     ) -> SlotDataset:
-        """Wrap ``dataset`` for ``num_workers`` workers; slots fit ``batch_size`` samples."""
+        """Wrap ``dataset`` for ``num_workers`` workers; slots fit ``batch_size`` samples.
+
+        Sample ``probe`` (one this rank reads) is loaded once to measure a packed sample.
+        """
         obj = cls.__new__(cls)
         obj.__dict__.update(dataset.__dict__)
         obj.num_workers = num_workers
         obj.slots_per_worker = slots_per_worker
         # Every array has a leading batch axis, so one sample's packed size scales exactly
         # (plus alignment padding per array).
-        probe = dataset.__getitems__([0])
-        n_arrays = sum(isinstance(v, np.ndarray) for v in probe.values())
-        obj.slot_bytes = packed_size(probe) * batch_size + n_arrays * _ALIGN
+        sample = dataset.__getitems__([probe])
+        n_arrays = sum(isinstance(v, np.ndarray) for v in sample.values())
+        obj.slot_bytes = packed_size(sample) * batch_size + n_arrays * _ALIGN
         obj.iteration = 0
         obj.control = None
         obj.slots = None

@@ -25,6 +25,9 @@ STATS_FIELD_CHOICES = ("q_a", "q_b", "action_a", "action_b", "grip_a", "grip_b")
 TaskWeighting = Literal["uniform", "proportional", "explicit"]
 OnError = Literal["raise", "skip"]
 NormalizeMode = Literal["mean_std", "min_max"]
+#: ``true``: shuffle (cache-aware when the decode cache cannot hold everything); ``false``:
+#: sequential; ``uniform``: a plain uniform shuffle whatever the cache.
+Shuffle = bool | Literal["uniform"]
 
 
 @dataclass
@@ -110,8 +113,11 @@ class DatasetConfig:
     num_workers: int = field(
         default=0, ge=0, doc="DataLoader worker processes; 0 = load in the main process."
     )
-    shuffle: bool = field(
-        default=True, doc="Shuffle samples each epoch (seeded by seed and the epoch)."
+    shuffle: Shuffle = field(
+        default=True,
+        doc="Shuffle samples each epoch (seeded by seed and the epoch): true (cache-aware when "
+        "cache_max_bytes cannot hold every decoded image), false (sequential) or 'uniform' "
+        "(plain uniform shuffle whatever the cache).",
     )
     seed: int = field(default=0, doc="Seed of shuffling, task sampling and augmentation.")
     drop_last: bool = field(default=True, doc="Drop the last incomplete batch of an epoch.")
@@ -149,6 +155,13 @@ class DatasetConfig:
     cache_dir: str | None = field(
         default=None, doc="Where caches and statistics live; null = <first root>/.teamvla/cache."
     )
+    cache_max_bytes: int | None = field(
+        default=None,
+        ge=0,
+        doc="Bytes of decoded images kept in memory, shared by the loader's workers (LRU); images "
+        "are then decoded from the episode files on demand and never copied to disk. null = "
+        "unbounded: every field, images included, is copied once into the column cache.",
+    )
 
     def validate(self) -> None:
         """Cross-field checks (run by :func:`teamvla_schema.config.from_dict`)."""
@@ -177,7 +190,7 @@ class DatasetConfig:
             raise ValueError(
                 f"task_weights: only used with task_weighting 'explicit' (it is {self.task_weighting!r})"
             )
-        if self.task_weighting != "proportional" and not self.shuffle:
+        if self.task_weighting != "proportional" and self.shuffle is False:
             raise ValueError("task_weighting: weighted task sampling needs shuffle: true")
         if self.num_workers == 0 and (self.persistent_workers or self.prefetch_factor is not None):
             raise ValueError("persistent_workers / prefetch_factor need num_workers > 0")

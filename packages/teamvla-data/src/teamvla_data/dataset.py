@@ -2,18 +2,20 @@
 
 Usable without torch. Sample ``i`` is step ``t`` of episode ``e`` in the order
 (task, episode_id, step). :meth:`MultiTaskDataset.__getitems__` builds a whole
-batch (see :mod:`teamvla_data.batch`) with one gather per field from the column
-store (:meth:`teamvla_data.columns.ColumnStore.take`: images by ``preadv`` in
-file order straight into the batch, small fields by fancy indexing).
+batch (see :mod:`teamvla_data.batch`) with one gather per field: small fields
+from the column store (:meth:`teamvla_data.columns.ColumnStore.take`), images
+either from the same store (``preadv`` in file order straight into the batch)
+or, with ``cache_max_bytes``, from chunks decoded on demand into a byte-bounded
+cache shared by the loader's workers (:mod:`teamvla_data.image_chunks`).
+Statistics live in :mod:`teamvla_data.stats`; the methods here only name the
+dataset's train selection and column store.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,42 +23,30 @@ import numpy as np
 from teamvla_schema.errors import SchemaError
 
 from teamvla_data import batch as B
-from teamvla_data.columns import ColumnStore, load_in_memory, open_or_build_cache, prune_stale
-from teamvla_data.config import DatasetConfig, as_dataset_config
-from teamvla_data.index import EpisodeIndex, Skipped, Split, select_episodes, split_episodes
-from teamvla_data.manifest import STATE_DIR, EpisodeRecord
-from teamvla_data.stats import NormalizationStats, NormalizeMode, compute_stats, stats_key
-from teamvla_data.transforms import (
-    ColorJitter,
-    Compose,
-    Normalize,
-    RandomShift,
-    Resize,
-    Transform,
+from teamvla_data import stats as stats_home
+from teamvla_data.columns import (
+    ARRAY_COLUMNS,
+    IMAGE_COLUMNS,
+    LOWDIM_COLUMNS,
+    ColumnStore,
+    load_in_memory,
+    open_dataset_cache,
 )
+from teamvla_data.config import DatasetConfig, as_dataset_config
+from teamvla_data.image_chunks import DecodedImages
+from teamvla_data.index import (
+    EpisodeIndex,
+    EpisodeInfo,
+    Skipped,
+    Split,
+    select_episodes,
+    split_episodes,
+)
+from teamvla_data.manifest import STATE_DIR, EpisodeRecord
+from teamvla_data.stats import NormalizationStats, NormalizeMode
+from teamvla_data.transforms import Compose, Normalize, Transform, config_transforms
 
 log = logging.getLogger(__name__)
-
-#: Rows read per chunk when computing statistics.
-STATS_CHUNK_ROWS = 1 << 16
-
-
-@dataclass(frozen=True)
-class EpisodeInfo:
-    """One episode of a dataset: ``index`` is its position in ``dataset.episodes``."""
-
-    index: int
-    task: str
-    episode_id: str
-    success: bool
-    num_steps: int
-    first_sample: int  # dataset index of its step 0
-    record: EpisodeRecord = field(repr=False, compare=False)
-
-    @property
-    def path(self) -> Path:
-        """The episode file."""
-        return self.record.abs_path
 
 
 class MultiTaskDataset:
@@ -71,6 +61,11 @@ class MultiTaskDataset:
 
     ``dataset[i]`` is one sample (no batch axis); ``dataset.__getitems__(idx)``
     a batch. ``transforms`` (callables on batches) run on every batch.
+
+    ``cache_max_bytes=None`` copies every field, images included, into the
+    column cache once (today's layout). A number of bytes keeps only the small
+    fields in columns and decodes images from the episode files on demand into
+    a cache of that size shared by the loader's workers (:attr:`images`).
     """
 
     def __init__(
@@ -89,7 +84,10 @@ class MultiTaskDataset:
         on_error: Literal["raise", "skip"] = "raise",
         use_cache: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
+        cache_max_bytes: int | None = None,
     ) -> None:
+        if cache_max_bytes is not None and cache_max_bytes < 0:
+            raise ValueError(f"cache_max_bytes must be >= 0 or None, received {cache_max_bytes}")
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', received {split!r}")
         if obs_history < 0 or action_horizon < 1:
@@ -119,34 +117,21 @@ class MultiTaskDataset:
         self.cache_root = (
             Path(cache_dir) if cache_dir is not None else self.index.roots[0] / STATE_DIR / "cache"
         )
-        if use_cache:
-            spec = {
-                "roots": [str(r) for r in self.index.roots],
-                "tasks": sorted(tasks) if tasks is not None else None,
-                "success_only": success_only,
-                "max_episodes_per_task": max_episodes_per_task,
-                "split_seed": split_seed if max_episodes_per_task is not None else None,
-            }
-            try:
-                self.store: ColumnStore = open_or_build_cache(
-                    selected, self.cache_root, on_error=on_error, spec=spec
-                )
-            except OSError as exc:
-                raise SchemaError(
-                    f"cannot build the column cache ({exc.strerror}); pass cache_dir "
-                    "(dataset.cache_dir) to put it elsewhere, or use_cache=False to decompress into memory",
-                    path=self.cache_root,
-                ) from None
-            if self.store.built:  # a new cache may supersede older ones
-                current = {
-                    (str(r.root), r.path): r.identity
-                    for r in (*self.index.records, *self.index.bad)
-                }
-                prune_stale(
-                    self.cache_root, current, self.index.roots, keep=self.store.key, spec=spec
-                )
-        else:
-            self.store = load_in_memory(selected, on_error=on_error)
+        names = ARRAY_COLUMNS if cache_max_bytes is None else LOWDIM_COLUMNS
+        spec = {
+            "roots": [str(r) for r in self.index.roots],
+            "tasks": sorted(tasks) if tasks is not None else None,
+            "success_only": success_only,
+            "max_episodes_per_task": max_episodes_per_task,
+            "split_seed": split_seed if max_episodes_per_task is not None else None,
+        }
+        if names != ARRAY_COLUMNS:  # so that a full and a small-fields cache never prune each other
+            spec["columns"] = list(names)
+        self.store: ColumnStore = (
+            open_dataset_cache(self.index, selected, self.cache_root, spec, on_error, names)
+            if use_cache
+            else load_in_memory(selected, on_error=on_error, names=names)
+        )
         self.skipped: list[Skipped] = [*skipped, *self.store.skipped]
         usable = [r for r in selected if (r.task, r.episode_id) in self.store.starts]
         if not usable:
@@ -162,8 +147,12 @@ class MultiTaskDataset:
         self._records = records
         self._set_episodes(records)
         self._transforms = Compose(transforms or [])
-
-    # ------------------------------------------------------------------ construction helpers
+        #: Images decoded on demand (``cache_max_bytes`` set), else None (they are columns).
+        self.images: DecodedImages | None = (
+            None
+            if cache_max_bytes is None
+            else DecodedImages(records, cache_max_bytes, obs_history)
+        )
 
     def _set_episodes(self, records: list[EpisodeRecord]) -> None:
         lens = np.array([r.num_steps for r in records], np.int64)
@@ -191,9 +180,9 @@ class MultiTaskDataset:
         """A dataset with the standard transforms of ``cfg``: resize, augmentation (train only), normalisation.
 
         With ``cfg.normalize``, statistics of the train split are loaded from the
-        cache directory or computed and saved; passing ``stats`` (e.g. from a
-        checkpoint) uses those instead, after checking they were computed over
-        the same episodes and fields.
+        cache directory or computed and saved (:func:`teamvla_data.stats.load_or_compute`);
+        passing ``stats`` (e.g. from a checkpoint) uses those instead, after
+        checking they were computed over the same episodes and fields.
         """
         cfg = as_dataset_config(cfg)
         ds = cls(
@@ -209,21 +198,15 @@ class MultiTaskDataset:
             on_error=cfg.on_error,
             use_cache=cfg.use_cache,
             cache_dir=cfg.cache_dir,
+            cache_max_bytes=cfg.cache_max_bytes,
         )
-        pipeline: list[Transform] = []
-        if cfg.image_size is not None:
-            pipeline.append(Resize(cfg.image_size))
-        if split == "train" and cfg.augment.enabled:
-            if cfg.augment.shift_pixels:
-                pipeline.append(RandomShift(cfg.augment.shift_pixels, seed=cfg.seed))
-            if cfg.augment.color_jitter:
-                pipeline.append(ColorJitter(cfg.augment.color_jitter, seed=cfg.seed + 1))
+        normalize = None
         if cfg.normalize:
             if stats is None:
                 stats = ds.load_or_compute_stats(cfg.stats_fields, mode=cfg.normalize_mode)
-            pipeline.append(ds.normalizer(stats, fields=cfg.stats_fields, mode=cfg.normalize_mode))
+            normalize = ds.normalizer(stats, fields=cfg.stats_fields, mode=cfg.normalize_mode)
             ds.stats = stats.with_mode(cfg.normalize_mode)
-        ds.transforms = pipeline
+        ds.transforms = config_transforms(cfg, train=split == "train", normalize=normalize)
         return ds
 
     # ------------------------------------------------------------------ basic protocol
@@ -245,12 +228,19 @@ class MultiTaskDataset:
         self.epoch = int(epoch)
 
     @property
+    def episode_offsets(self) -> np.ndarray:
+        """First sample of every episode, then ``len(self)``: int64 ``(len(episodes) + 1,)``."""
+        return self._offsets
+
+    @property
     def sample_tasks(self) -> np.ndarray:
         """Task number (index into :attr:`tasks`) of every sample, int64 (len(self),)."""
         return np.repeat(self._ep_task, self._ep_len)
 
     def field_shape(self, name: str) -> tuple[int, ...]:
         """Per-step shape of the stored field ``name`` (e.g. ``(H, W, 3)`` for ``rgb_a``, ``(N,)`` for ``q_a``)."""
+        if self.images is not None and name in IMAGE_COLUMNS:
+            return self.images.frame_shape
         return tuple(int(d) for d in self.store.column(name).shape[1:])
 
     def locate(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -284,11 +274,15 @@ class MultiTaskDataset:
         instr_ids = store.column("instruction_id")[row0[:, 0] + t]
         # Both cameras in one allocation: one large block per batch is recycled by the allocator
         # (two separate ones get returned to the OS and page-faulted in again every batch).
-        frame = store.column("rgb_a").shape[1:]
-        images = np.empty((2, *obs_rows.shape, *frame), np.uint8)
+        images = np.empty((2, *obs_rows.shape, *self.field_shape(B.RGB_A)), np.uint8)
+        if self.images is not None:
+            self.images.take(ep, t, np.maximum(obs_t, 0), out=images)
+        else:
+            store.take("rgb_a", obs_rows, out=images[0])
+            store.take("rgb_b", obs_rows, out=images[1])
         batch: dict[str, Any] = {
-            B.RGB_A: store.take("rgb_a", obs_rows, out=images[0]),
-            B.RGB_B: store.take("rgb_b", obs_rows, out=images[1]),
+            B.RGB_A: images[0],
+            B.RGB_B: images[1],
             B.Q_A: store.take("q_a", obs_rows),
             B.Q_B: store.take("q_b", obs_rows),
             B.OBS_IS_PAD: obs_pad,
@@ -317,69 +311,25 @@ class MultiTaskDataset:
 
     def stats_key(self, fields: Sequence[str] = B.NORMALIZED_KEYS) -> str:
         """Key of statistics over :attr:`stats_records` for ``fields``."""
-        return stats_key(self.stats_records, fields)
-
-    def _stats_chunks(self, fields: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
-        # Contiguous cache rows of consecutive train episodes are read together.
-        spans: list[tuple[int, int]] = []
-        for r in sorted(
-            self.stats_records, key=lambda r: self.store.starts[(r.task, r.episode_id)]
-        ):
-            start = self.store.starts[(r.task, r.episode_id)]
-            if spans and spans[-1][1] == start and spans[-1][1] - spans[-1][0] < STATS_CHUNK_ROWS:
-                spans[-1] = (spans[-1][0], start + r.num_steps)
-            else:
-                spans.append((start, start + r.num_steps))
-        for a, b in spans:
-            yield {name: np.asarray(self.store.column(name)[a:b]) for name in fields}
+        return stats_home.stats_key(self.stats_records, fields)
 
     def compute_stats(
         self, fields: Sequence[str] = B.NORMALIZED_KEYS, *, mode: NormalizeMode = "mean_std"
     ) -> NormalizationStats:
         """Statistics of ``fields`` over the train split, in one streaming pass over the columns."""
-        fields = list(fields)
-        return compute_stats(
-            self._stats_chunks(fields),
-            fields,
-            key=self.stats_key(fields),
-            num_episodes=len(self.stats_records),
-            mode=mode,
-        )
+        return stats_home.compute_from_columns(self.stats_records, fields, self.store, mode=mode)
 
     def stats_path(self, fields: Sequence[str] = B.NORMALIZED_KEYS) -> Path:
-        """Where statistics for ``fields`` are saved (in the cache directory).
-
-        The name holds the statistics key (portable: episodes, sizes, mtimes)
-        and a hash of the train files' local identities (ctime, inode), so that
-        an episode rewritten without a new size or mtime gets new statistics.
-        """
-        local = hashlib.sha256()
-        for r in sorted(self.stats_records, key=lambda r: (r.task, r.episode_id)):
-            local.update(f"{r.task}\x1f{r.episode_id}\x1f{r.ctime_ns}\x1f{r.ino}\n".encode())
-        return (
-            self.cache_root / f"stats-{self.stats_key(fields)[:24]}-{local.hexdigest()[:12]}.json"
-        )
+        """Where statistics for ``fields`` are saved (see :func:`teamvla_data.stats.stats_path`)."""
+        return stats_home.stats_path(self.cache_root, self.stats_records, fields)
 
     def load_or_compute_stats(
         self, fields: Sequence[str] = B.NORMALIZED_KEYS, *, mode: NormalizeMode = "mean_std"
     ) -> NormalizationStats:
         """Saved statistics whose key matches, or freshly computed (and saved atomically) ones."""
-        path = self.stats_path(fields)
-        key = self.stats_key(fields)
-        if path.is_file():  # not a FIFO or a directory someone put there
-            try:
-                stats = NormalizationStats.load(path)
-            except SchemaError as exc:
-                log.warning("ignoring unreadable statistics: %s", exc)
-            else:
-                if stats.key == key:
-                    return stats.with_mode(mode)
-        stats = self.compute_stats(fields, mode=mode)
-        try:
-            stats.save(path)
-        except OSError as exc:
-            log.warning("cannot save statistics to %s (%s)", path, exc.strerror)
-        return stats
+        return stats_home.load_or_compute(
+            self.stats_records, fields, self.store, self.cache_root, mode=mode
+        )
 
     def normalizer(
         self,
@@ -407,6 +357,8 @@ class MultiTaskDataset:
             )
         if self.store.path is not None:
             lines.append(f"cache {self.store.path}")
+        if self.images is not None:
+            lines.append(self.images.summary())
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} file(s):")
             lines.extend(f"  {s.path}: {s.reason}" for s in self.skipped)

@@ -43,6 +43,24 @@ DATA_FIELDS: dict[str, tuple[str, tuple[int | str, ...]]] = {
 
 
 @dataclass(frozen=True)
+class EpisodeInfo:
+    """One episode of a dataset: ``index`` is its position in ``dataset.episodes``."""
+
+    index: int
+    task: str
+    episode_id: str
+    success: bool
+    num_steps: int
+    first_sample: int  # dataset index of its step 0
+    record: EpisodeRecord = field(repr=False, compare=False)
+
+    @property
+    def path(self) -> Path:
+        """The episode file."""
+        return self.record.abs_path
+
+
+@dataclass(frozen=True)
 class Skipped:
     """An episode file left out because it is corrupt or invalid (``on_error='skip'``)."""
 

@@ -10,10 +10,16 @@ memory-mapped cache) and packs it into a reusable shared-memory slot
 (:mod:`teamvla_data._shared_batches`); the main process copies it out once.
 Images cross the worker boundary as uint8. With ``num_workers=0`` the arrays
 are wrapped as tensors without any copy.
+
+With ``cache_max_bytes`` the dataset decodes images into a cache its workers
+share (created before they start); the sampler then shards ranks by episode
+and, when the cache cannot hold every chunk, shuffles among the resident
+chunks (``shuffle: uniform`` keeps a plain shuffle).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -29,6 +35,12 @@ from teamvla_data.stats import NormalizationStats
 
 torch = require_torch("teamvla_data.make_dataloader")
 from torch.utils.data import DataLoader  # noqa: E402 - only once torch is known to be installed
+
+log = logging.getLogger(__name__)
+
+#: Seconds the main process waits for one batch from the workers before raising: a worker
+#: stuck for good (say, a deadlock inside a decoding library) is an error, not a hang.
+BATCH_TIMEOUT_S = 600
 
 #: Shared-memory slots per worker: enough for torch's default prefetch of 2 plus the one being copied.
 SLOTS_PER_WORKER = 3
@@ -70,7 +82,9 @@ class TeamDataLoader(DataLoader):
         source: Any = dataset
         if workers > 0:
             slots = max(SLOTS_PER_WORKER, int(kwargs.get("prefetch_factor") or 2) + 1)
-            source = SlotDataset.wrap(dataset, workers, slots, batch_sampler.batch_size)
+            source = SlotDataset.wrap(
+                dataset, workers, slots, batch_sampler.batch_size, probe=batch_sampler.first_sample
+            )
         super().__init__(source, batch_sampler=batch_sampler, collate_fn=_identity, **kwargs)
         self.epoch_sampler = batch_sampler
         # torch types ``dataset`` as a plain Dataset (and with workers it is a wrapper): this is
@@ -157,22 +171,45 @@ def make_dataloader(
         world_size = auto_world if world_size is None else world_size
     ds = dataset if dataset is not None else MultiTaskDataset.from_config(cfg, split, stats=stats)
     train = split == "train"
+    shuffle = bool(cfg.shuffle) if train else False
+    resident = None
+    images = ds.images
+    if images is not None and shuffle and cfg.shuffle != "uniform" and not images.holds_everything:
+        resident = images.resident_chunks(cfg.batch_size)
+        if resident < 1:
+            log.warning(
+                "cache_max_bytes=%d holds too few chunks to shuffle among; every batch decodes "
+                "its frames (plain uniform shuffle)",
+                images.budget,
+            )
+            resident = None
     sampler = EpochBatchSampler(
         len(ds),
         cfg.batch_size,
-        shuffle=cfg.shuffle if train else False,
+        shuffle=shuffle,
         seed=cfg.seed,
         drop_last=cfg.drop_last if train else False,
         rank=rank,
         world_size=world_size,
-        sample_tasks=ds.sample_tasks if train and cfg.task_weighting != "proportional" else None,
+        sample_tasks=(
+            ds.sample_tasks
+            if (train and cfg.task_weighting != "proportional") or images is not None
+            else None  # (with the decode cache, episode shards are dealt per task)
+        ),
         task_names=ds.tasks,
         weighting=cfg.task_weighting if train else "proportional",
         task_weights=cfg.task_weights,
         samples_per_epoch=cfg.samples_per_epoch if train else None,
+        # With the decode cache, ranks split episodes (each reads only its own files).
+        episode_lengths=[e.num_steps for e in ds.episodes] if images is not None else None,
+        sample_chunks=(
+            images.sample_chunks(ds.episode_offsets) if images is not None and resident else None
+        ),
+        resident_chunks=resident,
     )
     kwargs: dict[str, Any] = {"num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory}
     if cfg.num_workers > 0:
+        kwargs["timeout"] = BATCH_TIMEOUT_S
         kwargs["persistent_workers"] = cfg.persistent_workers
         if cfg.prefetch_factor is not None:
             kwargs["prefetch_factor"] = cfg.prefetch_factor

@@ -14,6 +14,15 @@ same global order and takes its own disjoint share of it:
 3. the rank's share is cut into batches (the last one dropped if short and
    ``drop_last``).
 
+With a byte-bounded decode cache (``cache_max_bytes``) two things change
+(:mod:`teamvla_data.cache_order`): given ``episode_lengths``, ranks split the
+*episodes* instead of positions (each rank reads only its own files; shards are
+fixed for the run, equal in length by cutting to the shortest with
+``drop_last`` or repeating the start of the others), and given
+``resident_chunks`` (and ``sample_chunks``, each sample's chunk) a shuffled
+pass reads at most that many chunks at a time (a shuffle buffer of chunks)
+instead of permuting uniformly. Task weighting, epoch lengths and resumption work the same.
+
 The sampler yields :class:`IndexBatch` lists, which carry the epoch so that
 random transforms in (persistent) workers know it.
 """
@@ -24,6 +33,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from teamvla_data.cache_order import assign_episodes, lane_order
 
 WEIGHTINGS = ("proportional", "uniform", "explicit")
 
@@ -67,6 +78,9 @@ class EpochBatchSampler:
         weighting: str = "proportional",
         task_weights: Mapping[str, float] | None = None,
         samples_per_epoch: int | None = None,
+        episode_lengths: Sequence[int] | np.ndarray | None = None,
+        sample_chunks: np.ndarray | None = None,
+        resident_chunks: int | None = None,
     ) -> None:
         if num_samples < 1 or batch_size < 1:
             raise ValueError("num_samples and batch_size must be >= 1")
@@ -89,15 +103,29 @@ class EpochBatchSampler:
         self.iteration = 0  # set by the loader for each pass (see teamvla_data._shared_batches)
         self._task_index: list[np.ndarray] = []
         self._task_p: np.ndarray | None = None
+        self._sample_tasks = None if sample_tasks is None else np.asarray(sample_tasks, np.int64)
         if weighting != "proportional":
             if not shuffle:
                 raise ValueError("weighted task sampling needs shuffle=True")
-            if sample_tasks is None or task_names is None:
+            if self._sample_tasks is None or task_names is None:
                 raise ValueError("weighted task sampling needs sample_tasks and task_names")
-            self._setup_weights(
-                np.asarray(sample_tasks), list(task_names), weighting, task_weights or {}
-            )
+            self._setup_weights(self._sample_tasks, list(task_names), weighting, task_weights or {})
         self.epoch_length = int(samples_per_epoch or self.num_samples)
+        self._explicit_length = samples_per_epoch is not None
+        # --- decode cache: resident chunks and episode shards (see the module docstring)
+        self.resident_chunks = int(resident_chunks) if resident_chunks and shuffle else 0
+        self._chunk_of: np.ndarray | None = None
+        if self.resident_chunks:
+            if sample_chunks is None or len(sample_chunks) != self.num_samples:
+                raise ValueError("resident_chunks needs sample_chunks, one chunk per sample")
+            self._chunk_of = np.asarray(sample_chunks, np.int64)
+        self._shard: np.ndarray | None = None  # this rank's samples, with episode shards
+        self._rank_length = 0
+        if episode_lengths is not None and self.world_size > 1:
+            lengths = np.asarray(episode_lengths, np.int64)
+            if int(lengths.sum()) != self.num_samples:
+                raise ValueError("episode_lengths must add up to num_samples")
+            self._setup_shards(np.repeat(np.arange(len(lengths)), lengths), lengths)
 
     def _setup_weights(
         self,
@@ -127,33 +155,101 @@ class EpochBatchSampler:
             raise ValueError("task weights must have a positive sum")
         self._task_p = w / w.sum()
 
+    def _setup_shards(self, episode: np.ndarray, lengths: np.ndarray) -> None:
+        first_sample = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+        tasks = (
+            self._sample_tasks[first_sample]
+            if self._sample_tasks is not None
+            else np.zeros(len(lengths), np.int64)
+        )
+        ranks = assign_episodes(tasks, self.world_size, self.seed)
+        sizes = np.bincount(ranks, weights=lengths, minlength=self.world_size).astype(np.int64)
+        if sizes.min() == 0:
+            raise ValueError(
+                f"{len(lengths)} episode(s) cannot be shared by {self.world_size} ranks: "
+                "every rank needs at least one"
+            )
+        self._shard = np.flatnonzero(ranks[episode] == self.rank)
+        if self._explicit_length or self._task_p is not None:
+            n, w = self.epoch_length, self.world_size
+            self._rank_length = n // w if self.drop_last else -(-n // w)
+        else:
+            self._rank_length = int(sizes.min() if self.drop_last else sizes.max())
+
     # ------------------------------------------------------------------ order
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """The global sample order of ``epoch`` (before sharding), int64."""
-        rng = np.random.default_rng([self.seed, epoch])
-        if self._task_p is None:
-            if not self.shuffle:
-                return np.arange(self.num_samples, dtype=np.int64)
-            order = rng.permutation(self.num_samples)
-            if self.epoch_length != self.num_samples:
-                reps = -(-self.epoch_length // self.num_samples)
-                extra = [rng.permutation(self.num_samples) for _ in range(reps - 1)]
-                order = np.concatenate([order, *extra])[: self.epoch_length]
-            return order.astype(np.int64)
-        draws = rng.choice(len(self._task_p), size=self.epoch_length, p=self._task_p)
-        order = np.empty(self.epoch_length, np.int64)
-        for t, members in enumerate(self._task_index):
+    def _pass(self, members: np.ndarray, rng: np.random.Generator, lanes: int) -> np.ndarray:
+        """One pass over ``members``: in order, permuted, or cache-aware (``lanes`` resident chunks)."""
+        if not self.shuffle:
+            return members
+        if self._chunk_of is None or not lanes:
+            return rng.permutation(members)
+        return lane_order(members, self._chunk_of[members], lanes, rng)
+
+    def _passes(
+        self, members: np.ndarray, length: int, rng: np.random.Generator, lanes: int
+    ) -> np.ndarray:
+        reps = -(-length // len(members))
+        return np.concatenate([self._pass(members, rng, lanes) for _ in range(reps)])[:length]
+
+    def _weighted(
+        self, rng: np.random.Generator, length: int, shard: np.ndarray | None
+    ) -> np.ndarray:
+        assert self._task_p is not None
+        index = self._task_index
+        p = self._task_p
+        if shard is not None:  # this rank's samples of each task; tasks it lacks are not drawn
+            index = [np.intersect1d(members, shard) for members in index]
+            p = p * np.array([len(m) > 0 for m in index])
+            p = p / p.sum()
+        draws = rng.choice(len(p), size=length, p=p)
+        order = np.empty(length, np.int64)
+        for t, members in enumerate(index):
             where = np.flatnonzero(draws == t)
             if not len(where):
                 continue
-            reps = -(-len(where) // len(members))
-            picks = np.concatenate([rng.permutation(members) for _ in range(reps)])
+            lanes = max(1, round(self.resident_chunks * p[t])) if self.resident_chunks else 0
+            if self._chunk_of is None or not lanes:  # today's order, draw for draw
+                reps = -(-len(where) // len(members))
+                picks = np.concatenate([rng.permutation(members) for _ in range(reps)])
+            else:
+                picks = self._passes(members, len(where), rng, lanes)
             order[where] = picks[: len(where)]
         return order
 
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The global sample order of ``epoch`` (before sharding by position), int64.
+
+        With episode shards there is no global order: this is this rank's.
+        """
+        if self._shard is not None:
+            return self._shard_order(epoch, self.rank)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self._task_p is not None:
+            return self._weighted(rng, self.epoch_length, None)
+        if not self.shuffle:
+            return np.arange(self.num_samples, dtype=np.int64)
+        if self._chunk_of is not None:
+            members = np.arange(self.num_samples, dtype=np.int64)
+            return self._passes(members, self.epoch_length, rng, self.resident_chunks)
+        order = rng.permutation(self.num_samples)
+        if self.epoch_length != self.num_samples:
+            reps = -(-self.epoch_length // self.num_samples)
+            extra = [rng.permutation(self.num_samples) for _ in range(reps - 1)]
+            order = np.concatenate([order, *extra])[: self.epoch_length]
+        return order.astype(np.int64)
+
+    def _shard_order(self, epoch: int, rank: int) -> np.ndarray:
+        assert self._shard is not None
+        rng = np.random.default_rng([self.seed, epoch, rank])
+        if self._task_p is not None:
+            return self._weighted(rng, self._rank_length, self._shard)
+        return self._passes(self._shard, self._rank_length, rng, self.resident_chunks)
+
     def rank_order(self, epoch: int) -> np.ndarray:
         """This rank's share of ``epoch``'s order."""
+        if self._shard is not None:
+            return self._shard_order(epoch, self.rank)
         order = self.epoch_order(epoch)
         if self.world_size > 1:
             n = len(order)
@@ -165,7 +261,14 @@ class EpochBatchSampler:
             order = order[self.rank :: self.world_size]
         return order
 
+    @property
+    def first_sample(self) -> int:
+        """A sample this rank reads (the first of its episode shard; else 0)."""
+        return int(self._shard[0]) if self._shard is not None else 0
+
     def _per_rank(self) -> int:
+        if self._shard is not None:
+            return self._rank_length
         n, w = self.epoch_length, self.world_size
         return n // w if self.drop_last else -(-n // w)
 
@@ -206,15 +309,27 @@ class EpochBatchSampler:
             "world_size": self.world_size,
             "rank": self.rank,
             "epoch_length": self.epoch_length,
+            "resident_chunks": self.resident_chunks,
+            "episode_shards": int(self._shard is not None),
         }
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         """Resume at a position saved by :meth:`state_dict` (same data, batch size, seed and world size)."""
-        for key in ("seed", "num_samples", "batch_size", "world_size", "epoch_length"):
-            if key in state and int(state[key]) != getattr(self, key):
+        mine = self.state_dict()
+        for key in (
+            "seed",
+            "num_samples",
+            "batch_size",
+            "world_size",
+            "epoch_length",
+            "resident_chunks",
+            "episode_shards",
+        ):
+            if key in state and int(state[key]) != mine[key]:
                 raise ValueError(
-                    f"cannot resume: saved {key}={state[key]} but this loader has {key}={getattr(self, key)}; "
-                    "resuming needs the same dataset selection, batch size, seed and world size"
+                    f"cannot resume: saved {key}={state[key]} but this loader has {key}={mine[key]}; "
+                    "resuming needs the same dataset selection, batch size, seed, world size and "
+                    "decode cache budget"
                 )
         position = int(state["position"])
         if not 0 <= position <= len(self):

@@ -13,21 +13,29 @@ the bin, so it is within one final bin width of numpy's ``inverted_cdf``
 percentile (the bin width is at most about 4 x (max - min) / HIST_BINS). Memory
 is O(fields x dims x HIST_BINS) whatever the dataset size.
 
-The statistics carry a ``key``: a hash of the sorted episode list (with each
-file's size and mtime), the fields and :data:`STATS_VERSION`. A dataset only
-accepts statistics whose key matches its own train selection.
+This module is the one home of statistics: it computes them (:func:`compute_stats`
+over any chunks, :func:`compute_from_columns` over a dataset's column store),
+keys them by the data's identity, and caches and loads them
+(:func:`load_or_compute`). The ``key`` is a hash of the sorted episode list
+(task, id, file size, mtime, steps), the fields and :data:`STATS_VERSION`:
+portable, so a copied dataset (and a checkpoint's statistics) keeps it. A
+dataset only accepts statistics whose key matches its own train selection.
+Saved statistics live in ``CACHE_DIR/stats-<key>-<local>.json``, ``<local>``
+hashing the files' ctime and inode, so statistics saved before an episode was
+rewritten in place with its size and mtime kept are not reused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from teamvla_schema.atomic import atomic_write_text
@@ -36,12 +44,16 @@ from teamvla_schema.errors import SchemaError
 from teamvla_data._torch import is_tensor
 from teamvla_data.manifest import EpisodeRecord
 
+log = logging.getLogger(__name__)
+
 STATS_FORMAT = "teamvla-stats"
 STATS_VERSION = 1
 HIST_BINS = 4096
 #: Denominators (std, max - min) are floored here so constant dimensions do not blow up.
 EPS = 1e-6
 STAT_NAMES = ("mean", "std", "min", "max", "p01", "p99")
+#: Rows read per chunk when computing statistics from columns.
+STATS_CHUNK_ROWS = 1 << 16
 
 NormalizeMode = Literal["mean_std", "min_max"]
 
@@ -329,3 +341,101 @@ def compute_stats(
     if missing:
         raise SchemaError(f"no data for statistics of {missing}")
     return NormalizationStats(key, {n: running[n].result() for n in fields}, mode, num_episodes)
+
+
+# --------------------------------------------------------------------------- a dataset's statistics
+
+
+class ColumnSource(Protocol):
+    """Where a dataset's rows live: :class:`teamvla_data.columns.ColumnStore` is one."""
+
+    starts: dict[tuple[str, str], int]
+
+    def column(self, name: str) -> np.ndarray: ...
+
+
+def row_spans(
+    records: Sequence[EpisodeRecord], starts: Mapping[tuple[str, str], int]
+) -> list[tuple[int, int]]:
+    """The column rows of ``records`` as ascending ``(start, stop)`` spans, neighbours merged."""
+    spans: list[tuple[int, int]] = []
+    for start, steps in sorted((starts[(r.task, r.episode_id)], r.num_steps) for r in records):
+        if spans and spans[-1][1] == start and spans[-1][1] - spans[-1][0] < STATS_CHUNK_ROWS:
+            spans[-1] = (spans[-1][0], start + steps)
+        else:
+            spans.append((start, start + steps))
+    return spans
+
+
+def _column_chunks(
+    source: ColumnSource, records: Sequence[EpisodeRecord], fields: Sequence[str]
+) -> Iterator[dict[str, np.ndarray]]:
+    # Contiguous rows of consecutive episodes are read together.
+    for a, b in row_spans(records, source.starts):
+        yield {name: np.asarray(source.column(name)[a:b]) for name in fields}
+
+
+def compute_from_columns(
+    records: Sequence[EpisodeRecord],
+    fields: Sequence[str],
+    source: ColumnSource,
+    *,
+    mode: NormalizeMode = "mean_std",
+) -> NormalizationStats:
+    """Statistics of ``fields`` over the rows of ``records`` in ``source``, in one streaming pass."""
+    fields = list(fields)
+    return compute_stats(
+        _column_chunks(source, records, fields),
+        fields,
+        key=stats_key(records, fields),
+        num_episodes=len(records),
+        mode=mode,
+    )
+
+
+def stats_path(
+    cache_dir: str | os.PathLike[str], records: Iterable[EpisodeRecord], fields: Sequence[str]
+) -> Path:
+    """Where statistics of ``fields`` over ``records`` are saved under ``cache_dir``.
+
+    The name holds the statistics key (portable: episodes, sizes, mtimes) and a
+    hash of the files' local identities (ctime, inode), so that an episode
+    rewritten without a new size or mtime gets new statistics.
+    """
+    records = list(records)
+    local = hashlib.sha256()
+    for r in sorted(records, key=lambda r: (r.task, r.episode_id)):
+        local.update(f"{r.task}\x1f{r.episode_id}\x1f{r.ctime_ns}\x1f{r.ino}\n".encode())
+    key = stats_key(records, fields)
+    return Path(cache_dir) / f"stats-{key[:24]}-{local.hexdigest()[:12]}.json"
+
+
+def load_or_compute(
+    records: Sequence[EpisodeRecord],
+    fields: Sequence[str],
+    source: ColumnSource,
+    cache_dir: str | os.PathLike[str],
+    *,
+    mode: NormalizeMode = "mean_std",
+) -> NormalizationStats:
+    """Saved statistics of ``fields`` over ``records`` whose key matches, or computed and saved ones.
+
+    Saving is atomic; a cache directory that cannot be written only costs a warning.
+    """
+    fields = list(fields)
+    path = stats_path(cache_dir, records, fields)
+    key = stats_key(records, fields)
+    if path.is_file():  # not a FIFO or a directory someone put there
+        try:
+            saved = NormalizationStats.load(path)
+        except SchemaError as exc:
+            log.warning("ignoring unreadable statistics: %s", exc)
+        else:
+            if saved.key == key:
+                return saved.with_mode(mode)
+    stats = compute_from_columns(records, fields, source, mode=mode)
+    try:
+        stats.save(path)
+    except OSError as exc:
+        log.warning("cannot save statistics to %s (%s)", path, exc.strerror)
+    return stats

@@ -15,7 +15,7 @@ it lands in, the worker that loads it or the number of workers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from teamvla_schema.errors import SchemaError
@@ -23,6 +23,9 @@ from teamvla_schema.errors import SchemaError
 from teamvla_data import batch as B
 from teamvla_data._torch import is_tensor
 from teamvla_data.stats import NormalizationStats, NormalizeMode
+
+if TYPE_CHECKING:
+    from teamvla_data.config import DatasetConfig
 
 Batch = dict[str, Any]
 Transform = Callable[[Batch], Batch]
@@ -306,3 +309,20 @@ class ColorJitter(RandomTransform):
 
     def __repr__(self) -> str:
         return f"ColorJitter(strength={self.strength}, seed={self.seed})"
+
+
+def config_transforms(
+    cfg: DatasetConfig, *, train: bool, normalize: Normalize | None = None
+) -> list[Transform]:
+    """The standard pipeline of a ``dataset:`` config: resize, augmentation (``train`` only), normalisation."""
+    pipeline: list[Transform] = []
+    if cfg.image_size is not None:
+        pipeline.append(Resize(cfg.image_size))
+    if train and cfg.augment.enabled:
+        if cfg.augment.shift_pixels:
+            pipeline.append(RandomShift(cfg.augment.shift_pixels, seed=cfg.seed))
+        if cfg.augment.color_jitter:
+            pipeline.append(ColorJitter(cfg.augment.color_jitter, seed=cfg.seed + 1))
+    if normalize is not None:
+        pipeline.append(normalize)
+    return pipeline

@@ -244,6 +244,7 @@ def offline_action_error(
         on_error=cfg.on_error,
         use_cache=cfg.use_cache,
         cache_dir=cfg.cache_dir,
+        cache_max_bytes=cfg.cache_max_bytes,  # no full image copy when the run has a budget
     )
     n = len(ds)
     # Evenly spaced samples when capped, so every episode contributes.

@@ -231,6 +231,11 @@ def _decoder(av: Any, bitstream: str, extradata: bytes) -> Any:
             continue
         if extradata:
             ctx.extradata = extradata
+        # One decoding thread: a multi-threaded libdav1d context freed before the end of its
+        # stream (decode_range stops once it has its frames) waits for its worker threads while
+        # holding the GIL, and they need the GIL to free PyAV's packet buffers -- a deadlock seen
+        # after a few hundred ranges. Loader workers decode in parallel processes anyway.
+        ctx.thread_count = 1
         return ctx
     raise ImportError(f"PyAV has no {bitstream} decoder ({last}): {EXTRA_HINT}")
 
