@@ -223,3 +223,86 @@ def test_awac_lift_end_to_end(tmp_path: Path) -> None:
     print("awac lift:", [(e["phase"], e["env_steps"], e["success_lift"]) for e in evals])
     assert [e["env_steps"] for e in evals if e["phase"] == "online"] == [200, 400]
     assert all(0.0 <= e["success_lift"] <= 1.0 for e in evals)
+
+
+def _bernoulli_actor():
+    """1 joint + 2 grips with constant outputs: joint mean 0, std 1; grip logits ln 3 (p 0.75), 0 (p 0.5)."""
+    from teamvla_train.models.sac_nets import LOG_STD_MAX, LOG_STD_MIN, BernoulliGripActor
+
+    actor = BernoulliGripActor(obs_dim=2, action_dim=3, hidden_dims=[4])
+    raw0 = math.atanh(2 * (0.0 - LOG_STD_MIN) / (LOG_STD_MAX - LOG_STD_MIN) - 1)  # log std 0
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(T([0.0, math.log(3.0), 0.0, raw0, 0.0, 0.0]))
+    return actor
+
+
+def test_bernoulli_grip_log_prob_and_weighted_loss_hand_computed() -> None:
+    """awac.grip_head bernoulli: log pi = joint tanh-Gaussian + Bernoulli log-likelihood of the grip
+    labels (a > 0: recorded +-0.5); the deterministic grip closes iff p > 0.5; AWAC's loss weights it."""
+    from teamvla_data.sim.gym_env import action_space
+    from teamvla_train.models.sac_nets import GRIP_LEVEL, ActionMap
+
+    actor = _bernoulli_actor()
+    obs = torch.randn(2, 2)
+    action = T([[0.0, 0.5, -0.5], [0.0, -0.5, 0.5]])
+    gauss = -0.5 * math.log(2 * math.pi)  # N(0; 0, 1), tanh correction log(1 - 0) = 0
+    want = T([gauss + math.log(0.75) + math.log(0.5), gauss + math.log(0.25) + math.log(0.5)])
+    logp = actor.log_prob(obs, action)
+    assert torch.allclose(logp, want, atol=1e-5)
+    # weighted likelihood: w = exp(A / lambda) = 1, 3 -> L = -(1 l1 + 3 l2) / 2
+    w = awac_weights(T([0.0, math.log(3.0)]), lam=1.0, max_weight=20.0, normalize=False)
+    assert (-(w * logp).mean()).item() == pytest.approx(
+        -(want[0] + 3 * want[1]).item() / 2, rel=1e-5
+    )
+    # deterministic: joint tanh(0) = 0, grip a closes (p 0.75), grip b stays open (p 0.5 is not > 0.5)
+    assert torch.equal(actor.act(obs), T([[0.0, GRIP_LEVEL, -GRIP_LEVEL]] * 2))
+    # samples are binary levels, and their log-prob is log_prob's
+    torch.manual_seed(0)
+    a, lp = actor.sample(obs)
+    assert set(a[:, 1:].flatten().tolist()) <= {GRIP_LEVEL, -GRIP_LEVEL}
+    assert torch.allclose(lp, actor.log_prob(obs, a, eps=1e-6), atol=1e-3)
+    # recorded demo grips (0 / 1 in the env) -> -0.5 / +0.5 -> Bernoulli labels 0 / 1
+    amap = ActionMap(space=action_space(7), binary_grip=True)
+    q = np.zeros(7 + 7 + 17, np.float32)
+    flat = amap.from_env({"action_a": np.zeros(7), "action_b": np.zeros(7), "grip_a": 1.0, "grip_b": 0.0}, q)  # fmt: skip
+    assert flat[-2:].tolist() == [GRIP_LEVEL, -GRIP_LEVEL] and (flat[-2:] > 0).tolist() == [True, False]  # fmt: skip
+    # AWAC's update runs with this actor: V(s) from sampled actions, the uniform loss = -mean log pi
+    critic = TwinQ(obs_dim=2, action_dim=3, hidden_dims=[8])
+    target = TwinQ(obs_dim=2, action_dim=3, hidden_dims=[8])
+    batch = {"obs": obs, "action": action, "reward": T([0.0, 1.0]), "next_obs": obs,
+             "done": torch.zeros(2, dtype=torch.bool), "nsteps": torch.ones(2)}  # fmt: skip
+    opts = {"actor": torch.optim.SGD(actor.parameters(), lr=0.0), "critic": torch.optim.SGD(critic.parameters(), lr=0.0)}  # fmt: skip
+    for uniform in (True, False):
+        out = awac_update(batch=batch, actor=actor, critic=critic, target_critic=target, optimizers=opts,
+                          gamma=0.9, tau=0.5, lam=0.1, max_weight=3.0, normalize=True, uniform=uniform,
+                          value_samples=2, train_critic=True)  # fmt: skip
+        assert torch.isfinite(out["actor_loss"]) and torch.isfinite(out["advantage"])
+    assert out["logp_data"].item() == pytest.approx(want.mean().item(), rel=1e-5)
+
+
+def test_bernoulli_grip_checkpoint_round_trip(tmp_path: Path) -> None:
+    """The head kind is recorded; Policy.from_checkpoint rebuilds it and its grip closes iff p > 0.5."""
+    from teamvla_data.sim import make_env
+    from teamvla_train import Policy
+    from teamvla_train.engine import train
+    from teamvla_train.models.sac_nets import BernoulliGripActor
+
+    bc = ["awac.grip_head=bernoulli", "awac.weighting=uniform", "awac.train_critic=false", "awac.online_env_steps=0", "awac.offline_steps=30"]  # fmt: skip
+    train(_lift(*bc), run_dir=tmp_path / "bc", progress=False, device="cpu")
+    assert _ckpt(tmp_path / "bc")["extra"]["state_policy"]["grip_head"] == "bernoulli"
+    policy = Policy.from_checkpoint(tmp_path / "bc")
+    assert isinstance(policy.actor, BernoulliGripActor)
+    env = make_env("lift", obs_mode="state", render=False)
+    obs, _ = env.reset(seed=3)
+    obs = np.stack([obs, obs + 0.5, obs - 0.5]).astype(np.float32)
+    actor = policy.actor
+    with torch.no_grad():  # push one logit to each side so both grip values are exercised
+        actor.net[-1].bias[actor.joints : actor.action_dim] += torch.tensor([20.0, -20.0])
+        p = torch.sigmoid(actor.grip_logits(torch.from_numpy(obs))).numpy()  # (3, 2)
+    actions = policy.select_actions(obs)
+    got = np.stack([actions["grip_a"], actions["grip_b"]], axis=1)
+    assert np.array_equal(got, (p > 0.5).astype(np.float32))
+    assert got[:, 0].tolist() == [1.0] * 3 and got[:, 1].tolist() == [0.0] * 3
+    single = policy.select_action(obs[0])
+    assert (single["grip_a"], single["grip_b"]) == (1.0, 0.0)

@@ -232,6 +232,11 @@ class AwacConfig:
     value_samples: int = field(
         default=1, ge=1, doc="Actions sampled from the actor to estimate V(s) = E_a~pi Q(s, a)."
     )
+    grip_head: Literal["gaussian", "bernoulli"] = field(
+        default="gaussian",
+        doc="The actor's grip dimensions: gaussian (tanh-Gaussian like the joints) or bernoulli "
+        "(close/open logits; deterministic grip closes iff p > 0.5; needs env.binary_grip).",
+    )
     train_critic: bool = field(
         default=True, doc="Fit the critics (false with weighting uniform: behaviour cloning alone)."
     )

@@ -35,7 +35,7 @@ from teamvla_train.algos.online import OnlineWorlds, evaluate_actor, rng_state, 
 from teamvla_train.algos.replay import ReplayBuffer, record_demos
 from teamvla_train.data import TrainData
 from teamvla_train.engine.optim import to_torch_tree
-from teamvla_train.models.sac_nets import SquashedGaussianActor, TwinQ
+from teamvla_train.models.sac_nets import TwinQ, make_actor
 
 #: Key of the state-policy description (observation and action map) in a checkpoint's ``extra``.
 STATE_POLICY_KEY = "state_policy"
@@ -63,7 +63,11 @@ class ActorCriticBase:
         self.worlds = OnlineWorlds(env_cfg=env_cfg, num_joints=self.num_joints, n_step=s.n_step, gamma=s.gamma)  # fmt: skip
         self.amap = self.worlds.amap
         obs_dim, act_dim, dev = self.worlds.obs_dim, self.worlds.action_dim, ctx.device
-        self.actor = SquashedGaussianActor(obs_dim=obs_dim, action_dim=act_dim, hidden_dims=s.hidden_dims).to(dev)  # fmt: skip
+        # SAC has no grip_head (always gaussian); AWAC's awac.grip_head may make the grips Bernoulli.
+        self.grip_head = str(getattr(s, "grip_head", "gaussian"))
+        if self.grip_head == "bernoulli" and not env_cfg.binary_grip:
+            raise SchemaError(f"{self.name}.grip_head bernoulli needs env.binary_grip true")
+        self.actor = make_actor(obs_dim=obs_dim, action_dim=act_dim, hidden_dims=s.hidden_dims, grip_head=self.grip_head).to(dev)  # fmt: skip
         self.critic = TwinQ(obs_dim=obs_dim, action_dim=act_dim, hidden_dims=s.hidden_dims, layer_norm=s.critic_layer_norm).to(dev)  # fmt: skip
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         # AWAC has no temperature: its log_alpha stays at log(1) and is never stepped.
@@ -108,6 +112,8 @@ class ActorCriticBase:
         for key in ("obs_dim", "num_joints", "hidden_dims"):
             if spec.get(key) != mine[key]:
                 raise SchemaError(f"init_from: {key} {spec.get(key)} in the checkpoint, {mine[key]} here", path=ckpt_path)  # fmt: skip
+        if str(spec.get("grip_head", "gaussian")) != self.grip_head:
+            raise SchemaError(f"init_from: grip_head {spec.get('grip_head', 'gaussian')} in the checkpoint, {self.grip_head} here", path=ckpt_path)  # fmt: skip
         if (spec.get("action_map") or {}).get("mode") != self.amap.mode:
             raise SchemaError(f"init_from: the checkpoint's actions are not env.action_mode {self.amap.mode}", path=ckpt_path)  # fmt: skip
         self.actor.load_state_dict(to_torch_tree(dict(ckpt["model"])))
@@ -175,7 +181,7 @@ class ActorCriticBase:
         return {
             "algo": self.name, "obs_mode": "state", "obs_dim": self.worlds.obs_dim,
             "num_joints": int(self.num_joints), "hidden_dims": list(self.s.hidden_dims),
-            "action_map": self.amap.to_dict(),
+            "action_map": self.amap.to_dict(), "grip_head": self.grip_head,
         }  # fmt: skip
 
     def checkpoint_state(self) -> dict[str, Any]:

@@ -103,6 +103,77 @@ class SquashedGaussianActor(nn.Module):
         return squashed_log_prob(u=u, mean=mean, log_std=log_std)
 
 
+class BernoulliGripActor(SquashedGaussianActor):
+    """pi(a | s) with tanh-Gaussian joints and Bernoulli grips (``awac.grip_head: bernoulli``).
+
+    The network and its state dict are :class:`SquashedGaussianActor`'s: for the
+    last ``grip_dims`` dimensions the "mean" output is the logit of closing and
+    the "log std" output is unused. A grip action is the binary level
+    ``+GRIP_LEVEL`` (close) or ``-GRIP_LEVEL`` (open), as recorded demos store
+    it; ``log pi`` of a given action sums the joints' squashed-Gaussian
+    log-density and the Bernoulli log-likelihood of ``label = (a_grip > 0)``.
+    The deterministic grip closes iff ``p = sigmoid(logit) > 0.5``. Sampled
+    grips are not reparameterised (AWAC needs no gradient through samples).
+    """
+
+    def __init__(
+        self, *, obs_dim: int, action_dim: int, hidden_dims: Sequence[int], grip_dims: int = 2
+    ) -> None:
+        super().__init__(obs_dim=obs_dim, action_dim=action_dim, hidden_dims=hidden_dims)
+        if not 0 < grip_dims < action_dim:
+            raise ValueError(f"grip_dims must be in (0, {action_dim}), received {grip_dims}")
+        self.joints = action_dim - grip_dims
+
+    def grip_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits of closing each gripper ``(B, G)``."""
+        return self(obs)[0][:, self.joints :]
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sampled action ``(B, D)`` (joints reparameterised, grips ``+-GRIP_LEVEL``) and its log-probability."""
+        mean, log_std = self(obs)
+        j = self.joints
+        u = mean[:, :j] + log_std[:, :j].exp() * torch.randn_like(mean[:, :j])
+        logits = mean[:, j:]
+        closed = torch.bernoulli(torch.sigmoid(logits.detach()))  # (B, G) in {0, 1}
+        logp = squashed_log_prob(u=u, mean=mean[:, :j], log_std=log_std[:, :j])
+        logp = logp - F.binary_cross_entropy_with_logits(logits, closed, reduction="none").sum(-1)
+        grip = GRIP_LEVEL * (2.0 * closed - 1.0)
+        return torch.cat([torch.tanh(u), grip], dim=-1), logp
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Joints ``tanh(mean)``; each grip ``+GRIP_LEVEL`` iff ``sigmoid(logit) > 0.5`` (logit > 0)."""
+        mean = self(obs)[0]
+        j = self.joints
+        grip = torch.where(mean[:, j:] > 0.0, GRIP_LEVEL, -GRIP_LEVEL)
+        return torch.cat([torch.tanh(mean[:, :j]), grip], dim=-1)
+
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+        """Joints' squashed-Gaussian log-density + the grips' Bernoulli log-likelihood ``(B,)``."""
+        mean, log_std = self(obs)
+        j = self.joints
+        u = torch.atanh(action[:, :j].clamp(-1.0 + eps, 1.0 - eps))
+        joints = squashed_log_prob(u=u, mean=mean[:, :j], log_std=log_std[:, :j])
+        label = (action[:, j:] > 0.0).to(mean.dtype)
+        grips = -F.binary_cross_entropy_with_logits(mean[:, j:], label, reduction="none").sum(-1)
+        return joints + grips
+
+
+GRIP_HEADS = ("gaussian", "bernoulli")
+
+
+def make_actor(
+    *, obs_dim: int, action_dim: int, hidden_dims: Sequence[int], grip_head: str = "gaussian"
+) -> SquashedGaussianActor:
+    """The state actor of ``grip_head`` (``gaussian``: every dimension a tanh-Gaussian)."""
+    if grip_head == "gaussian":
+        return SquashedGaussianActor(
+            obs_dim=obs_dim, action_dim=action_dim, hidden_dims=hidden_dims
+        )
+    if grip_head == "bernoulli":
+        return BernoulliGripActor(obs_dim=obs_dim, action_dim=action_dim, hidden_dims=hidden_dims)
+    raise ValueError(f"grip_head must be one of {GRIP_HEADS}, received {grip_head!r}")
+
+
 class TwinQ(nn.Module):
     """Two critics ``Q1(s, a)``, ``Q2(s, a)`` on ``concat(obs, action)``."""
 

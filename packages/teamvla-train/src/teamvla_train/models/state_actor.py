@@ -6,7 +6,8 @@ checkpoint holds ``extra.state_policy`` (written by ``trainer.algo: sac`` and
 obs_mode="state")`` returns (a float32 ``(2N + 17,)`` vector) and returns
 exactly what that env's ``step`` takes (``action_a``, ``action_b`` float32
 ``(N,)``, ``grip_a``, ``grip_b`` float32 scalars): the deterministic action
-``tanh(mean)`` of the actor, mapped by the checkpoint's action map (delta
+``tanh(mean)`` of the actor (with ``grip_head: bernoulli`` each grip closes
+iff its ``p > 0.5``), mapped by the checkpoint's action map (delta
 actions read the current joints from ``obs``). ``select_actions`` is the
 batched form for ``make_vector_env(..., obs_mode="state")``. The actor has no
 memory, so ``reset`` does nothing.
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from teamvla_schema import SchemaError
 
-from teamvla_train.models.sac_nets import ActionMap, SquashedGaussianActor
+from teamvla_train.models.sac_nets import ActionMap, SquashedGaussianActor, make_actor
 from teamvla_train.policy import Policy, state_dict_from_numpy
 
 
@@ -101,8 +102,10 @@ def state_policy_from_checkpoint(
         amap = ActionMap(space=action_space(n), mode=str(amap_spec["mode"]),
                          joint_step=float(amap_spec["joint_step"]),
                          binary_grip=bool(amap_spec.get("binary_grip", False)))  # fmt: skip
-        actor = SquashedGaussianActor(obs_dim=int(spec["obs_dim"]), action_dim=amap.dim,
-                                      hidden_dims=[int(h) for h in spec["hidden_dims"]])  # fmt: skip
+        # grip_head (absent before it existed: gaussian): bernoulli grips close iff p > 0.5
+        actor = make_actor(obs_dim=int(spec["obs_dim"]), action_dim=amap.dim,
+                           hidden_dims=[int(h) for h in spec["hidden_dims"]],
+                           grip_head=str(spec.get("grip_head", "gaussian")))  # fmt: skip
     except (KeyError, ValueError, TypeError) as exc:
         raise SchemaError(f"bad state-policy description in the checkpoint: {exc}", path=path, field="extra.state_policy") from None  # fmt: skip
     try:
