@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from teamvla_schema.codecs import Codec, available_codecs, codec_module, get_codec
+from teamvla_schema.codecs import (
+    MAX_VIDEO_CRF,
+    Codec,
+    available_codecs,
+    codec_module,
+    get_codec,
+)
 from teamvla_schema.codecs._guard import EXTRA_HINT
 from teamvla_schema.codecs._stream import stream_params
 from teamvla_schema.errors import SchemaError
@@ -132,9 +138,11 @@ def writer_codec(
     if (
         isinstance(video_crf, bool)
         or not isinstance(video_crf, int | np.integer)
-        or not 0 <= video_crf <= 63
+        or not 0 <= video_crf <= MAX_VIDEO_CRF
     ):
-        raise ValueError(f"video_crf must be an integer in 0..63, received {video_crf!r}")
+        raise ValueError(
+            f"video_crf must be an integer in 0..{MAX_VIDEO_CRF}, received {video_crf!r}"
+        )
     if image_codec is None:
         return None
     if image_codec not in IMAGE_CODECS:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from teamvla_schema.codecs import add_image_codec_arguments
+
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate one or more checkpoints; print the table, write JSON (and pictures)."""
@@ -52,17 +54,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         video_crf=args.video_crf,
     )
     return 0
-
-
-def _crf(text: str) -> int:
-    """An AV1 crf, 0..63 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-63, received {text!r}") from None
-    if not 0 <= value <= 63:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-63, received {value}")
-    return value
 
 
 def register_eval_commands(sub: argparse._SubParsersAction) -> None:
@@ -145,21 +136,12 @@ def register_eval_commands(sub: argparse._SubParsersAction) -> None:
         help="training algorithm (default: the demo config's, behaviour cloning)",
     )
     p.add_argument("--device", default=None, help="cpu (default) | cuda | cuda:N")
-    p.add_argument(
-        "--image-codec",
-        choices=("none", "lossless", "video"),
-        default=None,
-        help="how recorded episodes store their camera fields: lossless (bit-exact) or video "
-        "(lossy AV1) image streams, none = plain arrays (default: the config's "
-        "eval.demo_image_codec / dagger.image_codec, else none; data already in DIR/data is "
-        'reused as stored; codecs need pip install "teamvla-schema[video]")',
-    )
-    p.add_argument(
-        "--video-crf",
-        type=_crf,
-        default=None,
-        metavar="CRF",
-        help="quality of --image-codec video, 0-63, lower is better (default 30; docs/storage.md)",
+    add_image_codec_arguments(
+        p,
+        what="how recorded episodes store their camera fields (data already in DIR/data is "
+        "reused as stored)",
+        codec_default="the config's eval.demo_image_codec / dagger.image_codec, else none",
+        crf_default=None,
     )
     p.add_argument(
         "--config",

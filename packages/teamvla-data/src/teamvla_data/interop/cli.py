@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from teamvla_schema.codecs import add_image_codec_arguments
+
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a dataset and print what was done."""
@@ -34,17 +36,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     print(result.summary())
     return 0
-
-
-def _crf(text: str) -> int:
-    """An AV1 crf, 0..63 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-63, received {text!r}") from None
-    if not 0 <= value <= 63:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-63, received {value}")
-    return value
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -111,21 +102,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--crf", type=int, default=18, help="LeRobot export: H.264 quality (0-51, lower is better)"
     )
-    p.add_argument(
-        "--image-codec",
-        choices=("none", "lossless", "video"),
-        default=None,
-        help="conversion into teamvla format: store the camera fields as lossless (bit-exact) or "
-        "video (lossy AV1) image streams; none = plain arrays (default; docs/storage.md; "
-        'codecs need pip install "teamvla-schema[video]")',
-    )
-    p.add_argument(
-        "--video-crf",
-        type=_crf,
-        default=30,
-        metavar="CRF",
-        help="conversion into teamvla format: quality of --image-codec video, AV1 crf 0-63, lower "
-        "is better (default 30)",
+    add_image_codec_arguments(
+        p, what="conversion into teamvla format", codec_default="none", crf_default=30
     )
     p.add_argument(
         "--overwrite",

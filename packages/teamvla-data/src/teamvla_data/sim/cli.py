@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from teamvla_schema.codecs import add_image_codec_arguments
+
 TASK_NAMES = ("lift", "handoff", "drawer")  # kept in step with teamvla_data.sim.config.TASKS
 
 
@@ -120,20 +122,11 @@ def register_sim_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--num-joints", type=_positive, default=None, metavar="N", help="joints per arm (default 7)"
     )
-    p.add_argument(
-        "--image-codec",
-        choices=("none", "lossless", "video"),
-        default=None,
-        help="store the camera fields as image streams: lossless (bit-exact) or video (lossy AV1); "
-        "none = plain arrays (default: the config's task.storage.image_codec, else none; "
-        'codecs need pip install "teamvla-schema[video]")',
-    )
-    p.add_argument(
-        "--video-crf",
-        type=_non_negative,
-        default=None,
-        metavar="CRF",
-        help="quality of --image-codec video, 0-63, lower is better (default 30; docs/storage.md)",
+    add_image_codec_arguments(
+        p,
+        what="the recorded episodes",
+        codec_default="the config's task.storage.image_codec, else none",
+        crf_default=None,
     )
     p.add_argument(
         "--config",

@@ -19,6 +19,7 @@ codecs need PyAV (``pip install "teamvla-schema[video]"``) and raise a one-line
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
@@ -30,6 +31,9 @@ _CODECS: dict[str, str] = {
     "lossless": "teamvla_schema.codecs.lossless",
     "video": "teamvla_schema.codecs.video",
 }
+
+#: Largest ``crf`` of the ``video`` codec (AV1's scale: 0..63, lower is better).
+MAX_VIDEO_CRF = 63
 
 
 class Codec(Protocol):
@@ -85,4 +89,47 @@ def get_codec(name: str) -> Codec:
     return module
 
 
-__all__ = ["Codec", "available_codecs", "codec_module", "get_codec"]
+def add_image_codec_arguments(
+    parser: argparse.ArgumentParser, *, what: str, codec_default: str, crf_default: int | None
+) -> None:
+    """``--image-codec none|lossless|video`` and ``--video-crf N`` (0..63), as every writer's CLI
+    spells them; ``what`` says which episodes they apply to, ``codec_default`` what ``None``
+    (the option not given) means."""
+    parser.add_argument(
+        "--image-codec",
+        choices=("none", *available_codecs()),
+        default=None,
+        help=f"{what}: store the camera fields as lossless (bit-exact) or video (lossy AV1) "
+        f"image streams, none = plain arrays (default: {codec_default}; docs/storage.md; "
+        'codecs need pip install "teamvla-schema[video]")',
+    )
+    parser.add_argument(
+        "--video-crf",
+        type=_video_crf,
+        default=crf_default,
+        metavar="CRF",
+        help=f"quality of --image-codec video, AV1 crf 0-{MAX_VIDEO_CRF}, lower is better "
+        "(default 30)",
+    )
+
+
+def _video_crf(text: str) -> int:
+    """An AV1 crf (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_VIDEO_CRF:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer 0-{MAX_VIDEO_CRF}, received {text!r}"
+        )
+    return value
+
+
+__all__ = [
+    "Codec",
+    "add_image_codec_arguments",
+    "available_codecs",
+    "codec_module",
+    "get_codec",
+]

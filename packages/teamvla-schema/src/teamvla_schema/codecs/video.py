@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from teamvla_schema.codecs import MAX_VIDEO_CRF
 from teamvla_schema.codecs._guard import require_av
 from teamvla_schema.codecs._stream import (
     Shape,
@@ -29,7 +30,7 @@ LOSSLESS = False
 DEFAULT_CRF = 30
 DEFAULT_GOP = 30
 DEFAULT_PRESET = 8
-MAX_CRF = 63
+MAX_CRF = MAX_VIDEO_CRF
 MAX_PRESET = 13
 
 
