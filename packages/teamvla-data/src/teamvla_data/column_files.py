@@ -238,17 +238,6 @@ def build_lock(cache_root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def fsync_path(path: Path) -> None:
-    """fsync a file or directory by path (best effort: some file systems refuse directories)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def remove_dir(directory: Path) -> None:
     """Delete a cache directory; renamed first so that no reader ever sees it half deleted."""
     # Open memory maps of the old files stay valid after the rename and the deletion.

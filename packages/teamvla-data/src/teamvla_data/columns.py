@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from teamvla_schema.atomic import atomic_write_text
+from teamvla_schema.atomic import atomic_write_text, fsync_path
 from teamvla_schema.errors import SchemaError
 
 from teamvla_data.column_files import (
@@ -48,7 +48,6 @@ from teamvla_data.column_files import (
     LOWDIM_COLUMNS,
     build_lock,
     cache_key,
-    fsync_path,
     meta_doc,
     npy_layout,
     prune_stale,

@@ -104,18 +104,22 @@ def is_temporary(path: str | os.PathLike[str]) -> bool:
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Make the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """fsync a file or directory by path; a path that cannot be opened raises ``OSError``,
+    a file system that refuses to fsync it (some do for directories) is not an error."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     except OSError:
         pass
     finally:
         os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Make the rename itself durable; not every platform lets a directory be opened.
+    with contextlib.suppress(OSError):
+        fsync_path(directory)
 
 
 @contextlib.contextmanager

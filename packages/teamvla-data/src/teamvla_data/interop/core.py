@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from teamvla_schema.atomic import fsync_path
 from teamvla_schema.episode import EpisodeWriter, find_episodes, read_episode, read_episode_meta
 from teamvla_schema.errors import SchemaError
 from teamvla_schema.fields import (
@@ -279,22 +280,12 @@ def temp_sibling(target: Path) -> Path:
     return target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # directories cannot be fsynced everywhere
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(root: Path) -> None:
     """fsync every file and directory under ``root`` (and ``root`` itself)."""
     for dirpath, _, files in os.walk(root):
         for name in files:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
+            fsync_path(Path(dirpath) / name)
+        fsync_path(Path(dirpath))
 
 
 def check_target(target: Path, overwrite: bool) -> None:
@@ -321,7 +312,7 @@ def publish(tmp: Path, target: Path, overwrite: bool) -> None:
         if old is not None:
             os.rename(old, target)
         raise
-    _fsync_path(target.parent)
+    fsync_path(target.parent)
     if old is not None:
         if old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
