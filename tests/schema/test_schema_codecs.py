@@ -77,6 +77,39 @@ def test_video_handles_odd_and_tiny_sizes() -> None:
         assert codec.decode(codec.encode(frames), shape=shape).shape == shape
 
 
+def reference_decode(data: bytes, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Every frame through PyAV's own per-frame conversion (``to_ndarray(format="rgb24")``)."""
+    from teamvla_schema.codecs import _stream
+
+    parsed = _stream.parse(data, parsed_codec(data), shape)
+    ctx = _stream._decoder(av, parsed.header["bitstream"], parsed.extradata)
+    out = np.empty(shape, np.uint8)
+    frames = []
+    for k in range(len(parsed.table)):
+        packet = av.Packet(parsed.packet(k))
+        packet.pts = packet.dts = int(parsed.table["pts"][k])
+        frames += ctx.decode(packet)
+    frames += ctx.decode(None)
+    for frame in frames:
+        out[frame.pts] = frame.to_ndarray(format="rgb24")[: shape[1], : shape[2]]
+    return out
+
+
+def parsed_codec(data: bytes) -> str:
+    return "lossless" if b'"lossless"' in data[:512] else "video"
+
+
+@pytest.mark.parametrize("name", ["lossless", "video"])
+@pytest.mark.parametrize("shape", [(9, 24, 32, 3), (5, 17, 13, 3)])
+def test_fast_pixel_conversion_equals_pyav_per_frame_conversion(name, shape) -> None:
+    # The decoder reuses one swscale context (video) or reorders the G, B, R planes itself
+    # (lossless); both must give exactly the pixels PyAV's per-frame conversion gives.
+    codec = get_codec(name)
+    frames = camera_frames(*shape[:3], seed=3)
+    data = codec.encode(frames, gop=4)
+    np.testing.assert_array_equal(codec.decode(data, shape=shape), reference_decode(data, shape))
+
+
 @pytest.mark.parametrize("name", ["lossless", "video"])
 def test_decode_range_equals_slicing_the_full_decode(name) -> None:
     codec = get_codec(name)
