@@ -100,14 +100,33 @@ def parsed_codec(data: bytes) -> str:
 
 
 @pytest.mark.parametrize("name", ["lossless", "video"])
-@pytest.mark.parametrize("shape", [(9, 24, 32, 3), (5, 17, 13, 3)])
-def test_fast_pixel_conversion_equals_pyav_per_frame_conversion(name, shape) -> None:
-    # The decoder reuses one swscale context (video) or reorders the G, B, R planes itself
-    # (lossless); both must give exactly the pixels PyAV's per-frame conversion gives.
+@pytest.mark.parametrize("shape", [(9, 24, 32, 3), (5, 17, 13, 3), (40, 48, 64, 3)])
+@pytest.mark.parametrize("stacking", [True, False])
+def test_fast_pixel_conversion_equals_pyav_per_frame_conversion(
+    name, shape, stacking, monkeypatch
+) -> None:
+    # The decoder reorders the G, B, R planes itself (lossless) or converts groups of 4:2:0
+    # frames stacked in one swscale call (video; per frame where its self-check says stacking
+    # is not exact, forced here with stacking=False); every path must give exactly the pixels
+    # of PyAV's per-frame conversion, for whole streams and for ranges cut mid-group.
+    from teamvla_schema.codecs import _pixels
+
+    monkeypatch.setattr(_pixels, "_STACK_EXACT", {})
+    if not stacking:
+        monkeypatch.setattr(_pixels.RgbConverter, "stacking_is_exact", lambda self, w, h: False)
     codec = get_codec(name)
     frames = camera_frames(*shape[:3], seed=3)
-    data = codec.encode(frames, gop=4)
-    np.testing.assert_array_equal(codec.decode(data, shape=shape), reference_decode(data, shape))
+    data = codec.encode(frames, gop=30)
+    reference = reference_decode(data, shape)
+    np.testing.assert_array_equal(codec.decode(data, shape=shape), reference)
+    t = shape[0]
+    for start, stop in [(0, 1), (t // 3, t // 3 + 2), (max(0, t - 20), t)]:
+        np.testing.assert_array_equal(
+            codec.decode_range(data, start, stop, shape=shape), reference[start:stop]
+        )
+    if name == "video" and stacking:
+        coded = (shape[2] + shape[2] % 2, shape[1] + shape[1] % 2)  # (W, H), padded to even
+        assert _pixels._STACK_EXACT.get(coded) is True
 
 
 @pytest.mark.parametrize("name", ["lossless", "video"])
