@@ -19,6 +19,7 @@ Every path gives the pixels of PyAV's own per-frame conversion (tested).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,17 @@ import numpy as np
 
 #: (width, height) -> whether stacked 4:2:0 conversion equals per-frame conversion.
 _STACK_EXACT: dict[tuple[int, int], bool] = {}
+_LOCAL = threading.local()
+
+
+def rgb_converter(av: Any) -> RgbConverter:
+    """This thread's converter: its swscale contexts outlive one stream, since building
+    one costs more than converting a group of small frames (contexts are not shared
+    between threads: the writer encodes fields in parallel)."""
+    conv = getattr(_LOCAL, "converter", None)
+    if conv is None:
+        conv = _LOCAL.converter = RgbConverter(av)
+    return conv
 
 
 def _plane(frame: Any, index: int, rows: int, cols: int) -> np.ndarray:
@@ -45,7 +57,10 @@ class RgbConverter:
         from av.video.reformatter import VideoReformatter
 
         self._av = av
+        self._new = VideoReformatter
         self.reformatter = VideoReformatter()
+        # One converter per stacked size: a swscale context is rebuilt whenever its size changes.
+        self._tall: dict[tuple[int, int, int], Any] = {}
 
     def one(self, frame: Any) -> np.ndarray:
         """One frame, converted on its own."""
@@ -71,7 +86,10 @@ class RgbConverter:
             dst = _plane(tall, index, rows * n, cols)  # (N * rows, cols), writable
             for i, frame in enumerate(frames):
                 dst[i * rows : (i + 1) * rows] = _plane(frame, index, rows, cols)
-        rgb = self.reformatter.reformat(tall, format="rgb24").to_ndarray()  # (N * H, W, 3)
+        key = (w, h, n)
+        if key not in self._tall:
+            self._tall[key] = self._new()
+        rgb = self._tall[key].reformat(tall, format="rgb24").to_ndarray()  # (N * H, W, 3)
         return rgb.reshape(n, h, w, 3)  # (N, H, W, 3)
 
     def stacking_is_exact(self, w: int, h: int) -> bool:

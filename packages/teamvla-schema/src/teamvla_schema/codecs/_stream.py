@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from teamvla_schema.codecs._guard import EXTRA_HINT, require_av
-from teamvla_schema.codecs._pixels import RgbConverter
+from teamvla_schema.codecs._pixels import rgb_converter
 from teamvla_schema.errors import SchemaError
 
 MAGIC = b"TVSQ"
@@ -108,7 +108,7 @@ def encode_stream(
     ctx.gop_size = gop
     ctx.options = dict(options)
     packets: list[Any] = []
-    reformatter = RgbConverter(av).reformatter
+    reformatter = rgb_converter(av).reformatter
     for i in range(t):
         frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
         if pix_fmt != "rgb24":
@@ -262,7 +262,7 @@ def _decoded(
     ch, cw = int(header["coded_height"]), int(header["coded_width"])
     h, w = int(header["height"]), int(header["width"])
     ctx = _decoder(av, header["bitstream"], parsed.extradata)
-    converter = RgbConverter(av)
+    converter = rgb_converter(av)
     pending: list[Any] = []
 
     def flush() -> Iterator[tuple[int, np.ndarray]]:
