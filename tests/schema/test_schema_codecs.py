@@ -81,7 +81,7 @@ def reference_decode(data: bytes, shape: tuple[int, int, int, int]) -> np.ndarra
     """Every frame through PyAV's own per-frame conversion (``to_ndarray(format="rgb24")``)."""
     from teamvla_schema.codecs import _stream
 
-    parsed = _stream.parse(data, parsed_codec(data), shape)
+    parsed = _stream.parse(data, codec_name(data), shape)
     ctx = _stream._decoder(av, parsed.header["bitstream"], parsed.extradata)
     out = np.empty(shape, np.uint8)
     frames = []
@@ -95,7 +95,7 @@ def reference_decode(data: bytes, shape: tuple[int, int, int, int]) -> np.ndarra
     return out
 
 
-def parsed_codec(data: bytes) -> str:
+def codec_name(data: bytes) -> str:
     return "lossless" if b'"lossless"' in data[:512] else "video"
 
 
@@ -293,3 +293,32 @@ def test_many_partial_video_decodes_do_not_deadlock(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+def _decode_in_child(data: bytes, shape: tuple[int, ...], expected: np.ndarray, out) -> None:
+    back = get_codec(codec_name(data)).decode(data, shape=shape)
+    out.put(bool(np.array_equal(back, expected)))
+
+
+@pytest.mark.parametrize("name", ["video", "lossless"])
+def test_decoding_in_a_forked_worker_after_the_parent_decoded(name) -> None:
+    # DataLoader workers are forked from a process that may have decoded already. The
+    # converter's swscale contexts must not be carried into the child: one that ran scaling
+    # threads in the parent waited for ever for them in the child (a loader hang).
+    import multiprocessing
+
+    codec = get_codec(name)
+    frames = camera_frames(40, 48, 64, seed=5)
+    data = codec.encode(frames, gop=30)
+    expected = codec.decode(data, shape=frames.shape)  # the parent's contexts now exist
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_decode_in_child, args=(data, frames.shape, expected, out))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("decoding in a forked child hung")
+    assert child.exitcode == 0
+    assert out.get(timeout=5) is True

@@ -19,6 +19,7 @@ Every path gives the pixels of PyAV's own per-frame conversion (tested).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -28,14 +29,25 @@ import numpy as np
 #: (width, height) -> whether stacked 4:2:0 conversion equals per-frame conversion.
 _STACK_EXACT: dict[tuple[int, int], bool] = {}
 _LOCAL = threading.local()
+#: Converters inherited through ``fork``: never used or freed again (see :func:`rgb_converter`).
+_INHERITED: list[RgbConverter] = []
 
 
 def rgb_converter(av: Any) -> RgbConverter:
-    """This thread's converter: its swscale contexts outlive one stream, since building
-    one costs more than converting a group of small frames (contexts are not shared
-    between threads: the writer encodes fields in parallel)."""
+    """This thread's converter in this process.
+
+    Its swscale contexts outlive one stream, since building one costs more than
+    converting a group of small frames. They are not shared between threads (the
+    writer encodes fields in parallel) nor between processes: a context that ran
+    scaling threads in the parent waits for ever for them in a forked DataLoader
+    worker (measured: a hang), so a worker builds its own and keeps the inherited
+    ones unused (freeing them could wait on those threads too). Contexts are asked
+    for one thread, where PyAV allows it, so none has threads to lose.
+    """
     conv = getattr(_LOCAL, "converter", None)
-    if conv is None:
+    if conv is None or conv.pid != os.getpid():
+        if conv is not None:
+            _INHERITED.append(conv)
         conv = _LOCAL.converter = RgbConverter(av)
     return conv
 
@@ -57,10 +69,21 @@ class RgbConverter:
         from av.video.reformatter import VideoReformatter
 
         self._av = av
+        self.pid = os.getpid()
         self._new = VideoReformatter
-        self.reformatter = VideoReformatter()
+        self._single = VideoReformatter()
         # One converter per stacked size: a swscale context is rebuilt whenever its size changes.
         self._tall: dict[tuple[int, int, int], Any] = {}
+        # One scaling thread per context where PyAV takes ``threads`` (>= 14; older ones use one).
+        self._threads: dict[str, int] = {"threads": 1}
+        try:
+            self._single.reformat(av.VideoFrame(2, 2, "rgb24"), format="yuv420p", **self._threads)
+        except TypeError:
+            self._threads = {}
+
+    def reformat(self, frame: Any, pix_fmt: str, reformatter: Any = None) -> Any:
+        """``frame`` in pixel format ``pix_fmt`` (a new frame), through a kept context."""
+        return (reformatter or self._single).reformat(frame, format=pix_fmt, **self._threads)
 
     def one(self, frame: Any) -> np.ndarray:
         """One frame, converted on its own."""
@@ -68,7 +91,7 @@ class RgbConverter:
             h, w = frame.height, frame.width
             g, b, r = (_plane(frame, i, h, w) for i in range(3))
             return np.stack([r, g, b], axis=-1)  # (H, W, 3)
-        return self.reformatter.reformat(frame, format="rgb24").to_ndarray()
+        return self.reformat(frame, "rgb24").to_ndarray()
 
     def many(self, frames: Sequence[Any]) -> list[np.ndarray]:
         """The frames of a group, in order; stacked into one conversion where that is exact."""
@@ -89,7 +112,7 @@ class RgbConverter:
         key = (w, h, n)
         if key not in self._tall:
             self._tall[key] = self._new()
-        rgb = self._tall[key].reformat(tall, format="rgb24").to_ndarray()  # (N * H, W, 3)
+        rgb = self.reformat(tall, "rgb24", self._tall[key]).to_ndarray()  # (N * H, W, 3)
         return rgb.reshape(n, h, w, 3)  # (N, H, W, 3)
 
     def stacking_is_exact(self, w: int, h: int) -> bool:

@@ -108,11 +108,11 @@ def encode_stream(
     ctx.gop_size = gop
     ctx.options = dict(options)
     packets: list[Any] = []
-    reformatter = rgb_converter(av).reformatter
+    converter = rgb_converter(av)
     for i in range(t):
         frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
         if pix_fmt != "rgb24":
-            frame = reformatter.reformat(frame, format=pix_fmt)
+            frame = converter.reformat(frame, pix_fmt)
         frame.pts = i
         frame.time_base = ctx.time_base
         packets.extend(ctx.encode(frame))
