@@ -118,3 +118,21 @@ def run_python(
         timeout=timeout,
         cwd=REPO,
     )
+
+
+#: A tiny pixel run: 32 px cameras and encoders, small heads (the structure of the default).
+TINY_PIXELS = [
+    "env.obs_mode=pixels", "env.image_size=32", "env.num_envs=2", "model.image_size=32",
+    "model.conv_channels=[8,16]", "model.vision_dim=16", "model.text_dim=16",
+    "model.proprio_dim=16", "model.text_buckets=256", "trainer.ckpt_every=0",
+    "trainer.log_every=5",
+]  # fmt: skip
+
+
+def tiny_pixel_config(algo: str, *extra: str) -> Any:
+    """A tiny pixel config of ``configs/train_<algo>.yaml``."""
+    mine = [f"{algo}.demos_per_task=1", f"{algo}.batch_size=16", f"{algo}.hidden_dims=[32,32]",
+            f"{algo}.replay_capacity=400", f"{algo}.eval_episodes_per_task=0"]  # fmt: skip
+    from teamvla_schema.config import load_config
+
+    return load_config(REPO / "configs" / f"train_{algo}.yaml", [*TINY_PIXELS, *mine, *extra])

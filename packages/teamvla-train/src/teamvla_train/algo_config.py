@@ -99,8 +99,14 @@ class EnvConfig:
     obs_mode: Literal["pixels", "state"] = field(
         default="state",
         doc="Observations: state (the low-dimensional float32 vector of teamvla_data.sim, no "
-        "rendering) or pixels (cameras and joints; not yet supported by sac).",
+        "rendering) or pixels (both cameras, both arms' joints and gripper state, the instruction; "
+        "encoders sized by the model: section).",
     )
+    image_size: int | None = field(
+        default=None, ge=16, le=512,
+        doc="Camera size in pixels with obs_mode pixels (the replay stores images at this size); "
+        "null: the world's default (96).",
+    )  # fmt: skip
     num_envs: int = field(
         default=4, ge=1, doc="Worlds stepped together (teamvla_data.sim.make_vector_env)."
     )
@@ -155,6 +161,29 @@ class SacConfig:
         doc="Share of each batch drawn from the demo buffer (RLPD's symmetric sampling: 0.5).",
     )
     batch_size: int = field(default=256, ge=1, doc="Transitions per gradient update.")
+    # --- pixel observations (env.obs_mode pixels) -----------------------------------------
+    demo_roots: list[str] | None = field(
+        default=None,
+        doc="Episode roots recorded by teamvla synth (with reward/done steps) whose episodes of "
+        "env.tasks fill the demo buffer through the dataloader (pixels only); demos_per_task then "
+        "caps the episodes per task (0: all). null: demos_per_task scripted episodes are recorded "
+        "into <run>/demos and read the same way.",
+    )
+    encoder: Literal["shared", "separate"] = field(
+        default="shared",
+        doc="shared: one encoder, trained by the critic loss, the actor on its detached features "
+        "(DrQ, RLPD); separate: actor and critics each train their own encoder.",
+    )
+    augment_shift: int = field(
+        default=4, ge=0, le=16,
+        doc="Random shift of pixel batches (DrQ): pad by this many edge pixels, crop back at a "
+        "random offset, per image (0: off).",
+    )  # fmt: skip
+    record_online: bool = field(
+        default=False,
+        doc="Write every finished online episode (pixels only) as an ordinary episode to "
+        "<run>/online_episodes (EpisodeWriter, indexed by its manifest).",
+    )
     # --- update rule --------------------------------------------------------------------------
     gamma: float = field(default=0.99, ge=0.0, le=1.0, doc="Discount factor.")
     n_step: int = field(
@@ -260,6 +289,29 @@ class AwacConfig:
         doc="Share of each online-phase batch drawn from the demo buffer.",
     )
     batch_size: int = field(default=256, ge=1, doc="Transitions per gradient update.")
+    # --- pixel observations (env.obs_mode pixels) -----------------------------------------
+    demo_roots: list[str] | None = field(
+        default=None,
+        doc="Episode roots recorded by teamvla synth (with reward/done steps) whose episodes of "
+        "env.tasks fill the demo buffer through the dataloader (pixels only); demos_per_task then "
+        "caps the episodes per task (0: all). null: demos_per_task scripted episodes are recorded "
+        "into <run>/demos and read the same way.",
+    )
+    encoder: Literal["shared", "separate"] = field(
+        default="shared",
+        doc="shared: one encoder, trained by the critic loss, the actor on its detached features "
+        "(DrQ, RLPD); separate: actor and critics each train their own encoder.",
+    )
+    augment_shift: int = field(
+        default=4, ge=0, le=16,
+        doc="Random shift of pixel batches (DrQ): pad by this many edge pixels, crop back at a "
+        "random offset, per image (0: off).",
+    )  # fmt: skip
+    record_online: bool = field(
+        default=False,
+        doc="Write every finished online episode (pixels only) as an ordinary episode to "
+        "<run>/online_episodes (EpisodeWriter, indexed by its manifest).",
+    )
     # --- update rule ----------------------------------------------------------------------------
     gamma: float = field(default=0.99, ge=0.0, le=1.0, doc="Discount factor.")
     n_step: int = field(default=1, ge=1, doc="Steps of the n-step return in each transition.")

@@ -315,11 +315,12 @@ def evaluate_policy(
     """Evaluate a loaded policy; returns the JSON-ready results (see :func:`teamvla_train.eval_report.evaluate_checkpoint`)."""
     config = dict(checkpoint_config or getattr(policy, "config", None) or {})
     t0 = time.perf_counter()
-    state = (
-        getattr(policy, "obs_mode", "pixels") == "state"
-    )  # a sac/awac actor: no dataset, no cameras
+    # a sac/awac actor (state or pixels): no dataset, one action per step in its own env
+    state = bool(getattr(policy, "actor_critic", False))
     results: dict[str, Any] = {
-        "model": f"{policy.algo}-state-actor" if state else (config.get("model") or {}).get("name"),
+        "model": f"{policy.algo}-{policy.obs_mode}-actor"
+        if state
+        else (config.get("model") or {}).get("name"),
         "eval_config": to_dict(cfg),
     }
     if offline and not state:

@@ -305,14 +305,23 @@ def policy_from_checkpoint_dict(
 ) -> Policy:
     """Build a :class:`Policy` from an already loaded checkpoint dict.
 
-    A state-observation actor (``trainer.algo`` sac or awac, ``extra.state_policy``)
-    comes back as a :class:`teamvla_train.models.state_actor.StatePolicy`.
+    What the checkpoint holds is said by the key of its description in ``extra``:
+    ``policy`` (a chunk policy: BC, DAgger), ``state_policy`` (a sac or awac actor on
+    state vectors: :class:`teamvla_train.models.state_actor.StatePolicy`) or
+    ``pixel_policy`` (a sac or awac actor on pixels:
+    :class:`teamvla_train.models.pixel_policy.PixelPolicy`).
     """
-    state_spec = (ckpt.get("extra") or {}).get("state_policy")
+    extra = ckpt.get("extra") or {}
+    state_spec = extra.get("state_policy")
     if isinstance(state_spec, Mapping):
         from teamvla_train.models.state_actor import state_policy_from_checkpoint
 
         return state_policy_from_checkpoint(ckpt, state_spec, device=device, path=path)
+    pixel_spec = extra.get("pixel_policy")
+    if isinstance(pixel_spec, Mapping):
+        from teamvla_train.models.pixel_policy import pixel_policy_from_checkpoint
+
+        return pixel_policy_from_checkpoint(ckpt, pixel_spec, device=device, path=path)
     spec = (ckpt.get("extra") or {}).get(POLICY_KEY)
     if not isinstance(spec, Mapping):
         raise SchemaError(

@@ -4,17 +4,26 @@
 (:class:`teamvla_train.algo_config.SacConfig` or ``AwacConfig``) and the
 ``env:`` section, a tanh-Gaussian actor, twin critics with a Polyak target
 copy, a temperature ``log_alpha``, their Adam optimisers, the online replay
-ring, the demo buffer (scripted-expert episodes recorded in the state env,
-n-step like the online transitions) and the worlds (:class:`OnlineWorlds`). It
-implements the engine's interface and the common part of the checkpoint, so
-each algorithm module only holds its update rule and its ``train_step``.
+ring, the demo buffer (n-step like the online transitions) and the worlds
+(:class:`OnlineWorlds`). It implements the engine's interface and the common
+part of the checkpoint, so each algorithm module only holds its update rule
+and its ``train_step``.
+
+``env.obs_mode: state``: MLPs on the state vector; demos are scripted-expert
+episodes recorded in the state env (:func:`teamvla_train.algos.replay.record_demos`).
+``env.obs_mode: pixels``: the same heads on the BC policies' encoders
+(:mod:`teamvla_train.algos.pixel`), a uint8 replay
+(:class:`teamvla_train.algos.pixel_replay.PixelReplayBuffer`) and demos read from
+recorded episodes through the dataloader (:mod:`teamvla_train.algos.demo_replay`).
 
 Checkpoint layout: ``model`` is the actor (the deployable policy, loadable by
-:meth:`teamvla_train.Policy.from_checkpoint`); ``optimizer`` holds ``actor``,
-``critic`` and ``alpha``; ``training_state[<name>]`` holds ``critic``,
-``target_critic``, ``log_alpha``, ``replay``, ``rng``, ``env_steps``,
+:meth:`teamvla_train.Policy.from_checkpoint`; with pixels its encoder is in it);
+``optimizer`` holds ``actor``, ``critic`` and ``alpha``; ``training_state[<name>]``
+holds ``critic`` (with pixels: its encoder and Q heads), ``target_critic`` (the Q
+heads' Polyak copy), ``log_alpha``, ``replay``, ``rng``, ``env_steps``,
 ``updates`` and the algorithm's own counters; ``extra[<name>]`` and
-``extra["state_policy"]`` describe the observation and the action map.
+``extra["state_policy"]`` (state) or ``extra["pixel_policy"]`` (pixels) describe
+the observation, the networks and the action map.
 """
 
 from __future__ import annotations
@@ -31,14 +40,24 @@ from teamvla_schema import SchemaError
 from torch import nn
 
 from teamvla_train.algos.base import Context
-from teamvla_train.algos.online import OnlineWorlds, evaluate_actor, rng_state, set_rng_state
-from teamvla_train.algos.replay import ReplayBuffer, record_demos
+from teamvla_train.algos.online import (
+    OnlineWorlds,
+    evaluate_actor,
+    rng_state,
+    set_rng_state,
+    to_device,
+)
+from teamvla_train.algos.replay import REWARD, ReplayBuffer, record_demos, sample_mixed
 from teamvla_train.data import TrainData
 from teamvla_train.engine.optim import to_torch_tree
 from teamvla_train.models.sac_nets import TwinQ, make_actor
 
 #: Key of the state-policy description (observation and action map) in a checkpoint's ``extra``.
 STATE_POLICY_KEY = "state_policy"
+#: Key of the pixel-policy description (encoders, heads, action map) in a checkpoint's ``extra``.
+PIXEL_POLICY_KEY = "pixel_policy"
+#: Where pixel runs record their scripted demos and (``record_online``) their online episodes.
+DEMOS_DIR, ONLINE_DIR = "demos", "online_episodes"
 
 
 class ActorCriticBase:
@@ -52,24 +71,22 @@ class ActorCriticBase:
         if data is not None:
             raise SchemaError(f"trainer.algo {self.name} collects its own data; it takes no data= argument")  # fmt: skip
         env_cfg = ctx.cfg.env
-        if env_cfg.obs_mode != "state":
-            raise SchemaError(
-                f"trainer.algo {self.name} supports env.obs_mode state only (received "
-                f"{env_cfg.obs_mode!r}); pixel observations are not implemented yet"
-            )
+        self.pixels = env_cfg.obs_mode == "pixels"
+        if not self.pixels:
+            for key, value in (("demo_roots", s.demo_roots), ("record_online", s.record_online)):
+                if value:
+                    raise SchemaError(f"{self.name}.{key} ({value!r}) needs env.obs_mode pixels (episodes hold camera images, not state vectors)")  # fmt: skip
         self.ctx, self.s, self.env_cfg = ctx, s, env_cfg
         self.tasks = list(env_cfg.tasks)
         self.num_joints = ctx.cfg.model.num_joints
-        self.worlds = OnlineWorlds(env_cfg=env_cfg, num_joints=self.num_joints, n_step=s.n_step, gamma=s.gamma)  # fmt: skip
+        record = ctx.run_dir / ONLINE_DIR if s.record_online else None
+        self.worlds = OnlineWorlds(env_cfg=env_cfg, num_joints=self.num_joints, n_step=s.n_step, gamma=s.gamma, record_root=record)  # fmt: skip
         self.amap = self.worlds.amap
         obs_dim, act_dim, dev = self.worlds.obs_dim, self.worlds.action_dim, ctx.device
         # SAC has no grip_head (always gaussian); AWAC's awac.grip_head may make the grips Bernoulli.
         self.grip_head = str(getattr(s, "grip_head", "gaussian"))
         if self.grip_head == "bernoulli" and not env_cfg.binary_grip:
             raise SchemaError(f"{self.name}.grip_head bernoulli needs env.binary_grip true")
-        self.actor = make_actor(obs_dim=obs_dim, action_dim=act_dim, hidden_dims=s.hidden_dims, grip_head=self.grip_head).to(dev)  # fmt: skip
-        self.critic = TwinQ(obs_dim=obs_dim, action_dim=act_dim, hidden_dims=s.hidden_dims, layer_norm=s.critic_layer_norm).to(dev)  # fmt: skip
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         # AWAC has no temperature: its log_alpha stays at log(1) and is never stepped.
         temperature, entropy = (
             getattr(s, "init_temperature", 1.0),
@@ -77,41 +94,88 @@ class ActorCriticBase:
         )
         self.log_alpha = torch.tensor(math.log(temperature), device=dev, requires_grad=True)
         self.target_entropy = float(-act_dim if entropy is None else entropy)
-        self.optimizers = {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=s.actor_lr),
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=s.critic_lr),
-            "alpha": torch.optim.Adam([self.log_alpha], lr=getattr(s, "alpha_lr", 3e-4)),
-        }
-        self.replay = ReplayBuffer(capacity=s.replay_capacity, obs_dim=obs_dim, action_dim=act_dim)
-        self.demo: ReplayBuffer | None = None
-        if s.demos_per_task:
-            demos = record_demos(tasks=self.tasks, episodes=s.demos_per_task, seed=env_cfg.seed,
-                                 num_joints=self.num_joints, amap=self.amap, n_step=s.n_step,
-                                 gamma=s.gamma)  # fmt: skip
-            self.demo = ReplayBuffer(capacity=len(demos["reward"]), obs_dim=obs_dim, action_dim=act_dim)  # fmt: skip
-            self.demo.add_batch(**demos)
-        self.rng = np.random.default_rng([env_cfg.seed, 5417])  # warm-up actions and batches
+        self.actor: Any
+        self.critic: Any
+        if self.pixels:
+            from teamvla_train.algos.pixel import build_pixel_nets, pixel_optimizers
+            from teamvla_train.algos.pixel_replay import PixelReplayBuffer
+
+            self.actor, self.critic, self.target_critic = build_pixel_nets(
+                model_cfg=ctx.cfg.model, num_joints=self.num_joints, action_dim=act_dim, s=s,
+                grip_head=self.grip_head, device=dev,
+            )  # fmt: skip
+            self.actor_head, self.critic_head = self.actor.head, self.critic.head
+            self.optimizers = pixel_optimizers(actor=self.actor, critic=self.critic, log_alpha=self.log_alpha, s=s)  # fmt: skip
+            size = (self.worlds.image_size, self.worlds.image_size)
+            self.replay: Any = PixelReplayBuffer(capacity=s.replay_capacity, image_size=size, proprio_dim=obs_dim, action_dim=act_dim)  # fmt: skip
+        else:
+            self.actor = make_actor(obs_dim=obs_dim, action_dim=act_dim, hidden_dims=s.hidden_dims, grip_head=self.grip_head).to(dev)  # fmt: skip
+            self.critic = TwinQ(obs_dim=obs_dim, action_dim=act_dim, hidden_dims=s.hidden_dims, layer_norm=s.critic_layer_norm).to(dev)  # fmt: skip
+            self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+            self.actor_head, self.critic_head = self.actor, self.critic
+            self.optimizers = {
+                "actor": torch.optim.Adam(self.actor.parameters(), lr=s.actor_lr),
+                "critic": torch.optim.Adam(self.critic.parameters(), lr=s.critic_lr),
+                "alpha": torch.optim.Adam([self.log_alpha], lr=getattr(s, "alpha_lr", 3e-4)),
+            }
+            self.replay = ReplayBuffer(capacity=s.replay_capacity, obs_dim=obs_dim, action_dim=act_dim)  # fmt: skip
+        self.demo: Any = self._demo_buffer()
+        self.rng = np.random.default_rng([env_cfg.seed, 5417])  # warm-up actions, batches, shifts
         self.env_steps = 0  # transitions collected
         self.updates = 0  # gradient updates done
         if s.init_from:
             self.init_actor_from(s.init_from)
         self.worlds.reset(self.env_steps)
 
+    def _demo_buffer(self) -> Any:
+        """The demo buffer: state demos recorded in the state env, or (pixels) the transitions of
+        ``demo_roots`` (else of scripted demos recorded into ``<run>/demos``) through the dataloader."""
+        s, env_cfg = self.s, self.env_cfg
+        if not self.pixels:
+            if not s.demos_per_task:
+                return None
+            demos = record_demos(tasks=self.tasks, episodes=s.demos_per_task, seed=env_cfg.seed,
+                                 num_joints=self.num_joints, amap=self.amap, n_step=s.n_step,
+                                 gamma=s.gamma)  # fmt: skip
+            buf: Any = ReplayBuffer(capacity=len(demos[REWARD]), obs_dim=self.worlds.obs_dim, action_dim=self.amap.dim)  # fmt: skip
+            buf.add_batch(**demos)
+            return buf
+        from teamvla_train.algos.demo_replay import dataset_transitions, record_pixel_demos
+        from teamvla_train.algos.pixel_replay import PixelReplayBuffer
+
+        roots = list(s.demo_roots or [])
+        if not roots:
+            if not s.demos_per_task:
+                return None
+            roots = [record_pixel_demos(self.ctx.run_dir / DEMOS_DIR, tasks=self.tasks, episodes=s.demos_per_task,
+                                        seed=env_cfg.seed, image_size=self.worlds.image_size,
+                                        num_joints=self.num_joints)]  # fmt: skip
+        demos = dataset_transitions(roots=roots, tasks=self.tasks, image_size=self.worlds.image_size,
+                                    amap=self.amap, n_step=s.n_step, gamma=s.gamma,
+                                    max_episodes_per_task=s.demos_per_task or None)  # fmt: skip
+        size = (self.worlds.image_size, self.worlds.image_size)
+        buf = PixelReplayBuffer(capacity=max(1, len(demos[REWARD])), image_size=size, proprio_dim=self.worlds.obs_dim, action_dim=self.amap.dim)  # fmt: skip
+        buf.add_batch(**demos)
+        return buf
+
     def init_actor_from(self, path: str) -> None:
-        """Load the actor's weights from a state-actor checkpoint (a sac or awac run, e.g. BC)."""
+        """Load the actor's weights from an actor checkpoint of the same observation kind (a sac or
+        awac run, e.g. BC by likelihood); with a shared encoder the critics start on it too."""
         from teamvla_schema import load_checkpoint
 
         from teamvla_train.engine.checkpointing import resolve_checkpoint
 
         ckpt_path = resolve_checkpoint(path)
         ckpt = load_checkpoint(ckpt_path)
-        spec = (ckpt.get("extra") or {}).get(STATE_POLICY_KEY)
+        key = PIXEL_POLICY_KEY if self.pixels else STATE_POLICY_KEY
+        spec = (ckpt.get("extra") or {}).get(key)
         if not isinstance(spec, Mapping):
-            raise SchemaError("init_from needs a state-actor checkpoint (trainer.algo sac or awac)", path=ckpt_path)  # fmt: skip
-        mine = self.state_policy_spec()
-        for key in ("obs_dim", "num_joints", "hidden_dims"):
-            if spec.get(key) != mine[key]:
-                raise SchemaError(f"init_from: {key} {spec.get(key)} in the checkpoint, {mine[key]} here", path=ckpt_path)  # fmt: skip
+            kind = "pixels" if self.pixels else "state"
+            raise SchemaError(f"init_from needs an actor checkpoint of env.obs_mode {kind} (trainer.algo sac or awac; no extra.{key})", path=ckpt_path)  # fmt: skip
+        mine = self.policy_spec()
+        for name in ("obs_dim", "num_joints", "hidden_dims", "model"):
+            if spec.get(name) != mine.get(name):
+                raise SchemaError(f"init_from: {name} {spec.get(name)} in the checkpoint, {mine.get(name)} here", path=ckpt_path)  # fmt: skip
         if str(spec.get("grip_head", "gaussian")) != self.grip_head:
             raise SchemaError(f"init_from: grip_head {spec.get('grip_head', 'gaussian')} in the checkpoint, {self.grip_head} here", path=ckpt_path)  # fmt: skip
         if (spec.get("action_map") or {}).get("mode") != self.amap.mode:
@@ -126,15 +190,23 @@ class ActorCriticBase:
             u = self.rng.uniform(-1.0, 1.0, (n_env, self.amap.dim)).astype(np.float32)
         else:
             with torch.no_grad():
-                u = self.actor.sample(torch.as_tensor(self.worlds.obs, device=dev))[0].cpu().numpy()
-        done = self.worlds.step(u)
-        if len(done["reward"]):
+                u = self.actor.sample(to_device(self.worlds.obs, dev))[0].cpu().numpy()
+        done = self.worlds.step(u, env_steps=self.env_steps + n_env)
+        if len(done[REWARD]):
             self.replay.add_batch(**done)
         self.env_steps += n_env
 
-    def tensors(self, batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """A numpy batch on the run's device."""
-        return {k: torch.as_tensor(v, device=self.ctx.device) for k, v in batch.items()}
+    def update_batch(self, demo_ratio: float) -> dict[str, Any]:
+        """A batch for one update: ``s.batch_size`` transitions, ``demo_ratio`` of them from the demos
+        (RLPD); state vectors as tensors, or (pixels) random-shifted and encoded into features."""
+        s, dev = self.s, self.ctx.device
+        batch = sample_mixed(online=self.replay, demo=self.demo, n=s.batch_size, demo_ratio=demo_ratio, rng=self.rng)  # fmt: skip
+        if not self.pixels:
+            return {k: torch.as_tensor(v, device=dev) for k, v in batch.items()}
+        from teamvla_train.algos.pixel import batch_to_torch, encode_batch
+
+        tensors = batch_to_torch(batch, device=dev, augment=s.augment_shift, rng=self.rng)
+        return encode_batch(tensors, actor=self.actor, critic=self.critic, s=s)
 
     def common_metrics(self) -> dict[str, torch.Tensor]:
         """Counters and online episode statistics as metric tensors."""
@@ -151,7 +223,8 @@ class ActorCriticBase:
     def evaluate(self, episodes: int) -> dict[str, float]:
         """The deterministic actor on ``episodes`` held-out seeds per task."""
         return evaluate_actor(actor=self.actor, tasks=self.tasks, episodes=episodes,
-                              num_joints=self.num_joints, amap=self.amap, device=self.ctx.device)  # fmt: skip
+                              num_joints=self.num_joints, amap=self.amap, device=self.ctx.device,
+                              obs_mode=self.env_cfg.obs_mode, image_size=self.worlds.image_size)  # fmt: skip
 
     # ------------------------------------------------------------------ the engine's interface
     @property
@@ -176,16 +249,25 @@ class ActorCriticBase:
         """Nothing held out offline; evaluation runs on its own cadence (JSONL events)."""
         return {}
 
-    def state_policy_spec(self) -> dict[str, Any]:
-        """What :meth:`teamvla_train.Policy.from_checkpoint` needs to rebuild the actor."""
-        return {
-            "algo": self.name, "obs_mode": "state", "obs_dim": self.worlds.obs_dim,
+    def policy_spec(self) -> dict[str, Any]:
+        """What :meth:`teamvla_train.Policy.from_checkpoint` needs to rebuild the actor
+        (``extra.state_policy``, or ``extra.pixel_policy`` with the encoders' ``model`` config)."""
+        spec = {
+            "algo": self.name, "obs_mode": self.env_cfg.obs_mode, "obs_dim": self.worlds.obs_dim,
             "num_joints": int(self.num_joints), "hidden_dims": list(self.s.hidden_dims),
             "action_map": self.amap.to_dict(), "grip_head": self.grip_head,
         }  # fmt: skip
+        if self.pixels:
+            from teamvla_schema.config import to_dict
+
+            spec.update(model=to_dict(self.ctx.cfg.model), image_size=self.worlds.image_size,
+                        encoder=self.s.encoder)  # fmt: skip
+        return spec
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Actor as ``model``; the three optimisers; critics, temperature, replay and counters."""
+        if self.worlds.recorder is not None:
+            self.worlds.recorder.index()  # the recorded online episodes, indexed by the manifest
         return {
             "model": self.actor.state_dict(),
             "optimizer": {k: opt.state_dict() for k, opt in self.optimizers.items()},
@@ -204,8 +286,8 @@ class ActorCriticBase:
                 }
             },
             "extra": {
-                self.name: {"obs_mode": "state", **self.amap.to_dict()},
-                STATE_POLICY_KEY: self.state_policy_spec(),
+                self.name: {"obs_mode": self.env_cfg.obs_mode, **self.amap.to_dict()},
+                PIXEL_POLICY_KEY if self.pixels else STATE_POLICY_KEY: self.policy_spec(),
             },
         }
 
@@ -243,6 +325,9 @@ class ActorCriticBase:
         self.env_steps, self.updates = int(mine["env_steps"]), int(mine["updates"])
         self.worlds.load_state_dict(mine)
         self.load_extra_training_state(mine)
+        if self.worlds.recorder is not None:  # episodes that ended after the checkpoint come again
+            self.worlds.recorder.prune(self.env_steps)
+            self.worlds.recorder.index()
         self.worlds.reset(self.env_steps)
 
     def close(self) -> None:

@@ -4,8 +4,11 @@ The whole algorithm, top to bottom (config: the ``awac:`` and ``env:`` sections,
 :class:`teamvla_train.algo_config.AwacConfig` and ``EnvConfig``):
 
     demos     record awac.demos_per_task scripted-expert episodes per task in the state-obs env
-              (n-step transitions with the world's rewards, from the task's reward: weights)
-    init      optionally load the actor from awac.init_from (a state-actor checkpoint, e.g. BC)
+              (n-step transitions with the world's rewards, from the task's reward: weights);
+              pixels: the episodes of awac.demo_roots (or scripted demos recorded into
+              <run>/demos) read through the dataloader, n-step the same way
+    init      optionally load the actor from awac.init_from (an actor checkpoint of the same
+              observation kind, e.g. BC by likelihood)
     offline   awac.offline_steps updates on batches of awac.batch_size demo transitions
     online    awac.online_env_steps transitions: each engine step, env.num_envs worlds step
               once with a ~ pi(.|s) into the online replay, then awac.utd_ratio * num_envs
@@ -49,7 +52,8 @@ from torch.nn import functional as F
 
 from teamvla_train.algos.actor_critic import ActorCriticBase
 from teamvla_train.algos.base import Context, StepOutput
-from teamvla_train.algos.replay import sample_mixed
+from teamvla_train.algos.pixel import ACTOR_NEXT_OBS, ACTOR_OBS
+from teamvla_train.algos.replay import ACTION, DONE, NEXT_OBS, NSTEPS, OBS, REWARD
 from teamvla_train.algos.sac import polyak_update
 from teamvla_train.data import TrainData
 from teamvla_train.models.sac_nets import SquashedGaussianActor, TwinQ
@@ -75,25 +79,25 @@ def q_target(
 
 
 def awac_update(
-    *, batch: Mapping[str, torch.Tensor], actor: SquashedGaussianActor, critic: TwinQ,
+    *, batch: Mapping[str, Any], actor: SquashedGaussianActor, critic: TwinQ,
     target_critic: TwinQ, optimizers: Mapping[str, torch.optim.Optimizer], gamma: float,
     tau: float, lam: float, max_weight: float, normalize: bool, uniform: bool,
     value_samples: int, train_critic: bool,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """One gradient update of critic and actor, then the Polyak step; detached metrics."""
-    obs, action, next_obs = (
-        batch["obs"],
-        batch["action"],
-        batch["next_obs"],
-    )  # (B, O), (B, D), (B, O)
+    """One gradient update of critic and actor, then the Polyak step; detached metrics.
+
+    ``batch`` holds state vectors or pixel features, as :func:`teamvla_train.algos.sac.sac_update`'s.
+    """
+    obs, action, next_obs = batch[OBS], batch[ACTION], batch[NEXT_OBS]  # (B, O), (B, D), (B, O)
+    actor_obs, actor_next = batch.get(ACTOR_OBS, obs), batch.get(ACTOR_NEXT_OBS, next_obs)
     zero = torch.zeros((), device=obs.device)
     loss_q, q_data = zero, zero
     if train_critic:
         with torch.no_grad():
-            next_action, _ = actor.sample(next_obs)
+            next_action, _ = actor.sample(actor_next)
             next_q1, next_q2 = target_critic(next_obs, next_action)
-            y = q_target(reward=batch["reward"], done=batch["done"], next_q1=next_q1,
-                         next_q2=next_q2, gamma=gamma, nsteps=batch.get("nsteps"))  # fmt: skip
+            y = q_target(reward=batch[REWARD], done=batch[DONE], next_q1=next_q1,
+                         next_q2=next_q2, gamma=gamma, nsteps=batch.get(NSTEPS))  # fmt: skip
         q1, q2 = critic(obs, action)
         loss_q = F.mse_loss(q1, y) + F.mse_loss(q2, y)
         optimizers["critic"].zero_grad(set_to_none=True)
@@ -103,13 +107,13 @@ def awac_update(
 
     with torch.no_grad():
         if uniform:
-            advantage, w = torch.zeros_like(batch["reward"]), torch.ones_like(batch["reward"])
+            advantage, w = torch.zeros_like(batch[REWARD]), torch.ones_like(batch[REWARD])
         else:
             q_sa = torch.minimum(*critic(obs, action))  # (B,)
-            v = torch.stack([torch.minimum(*critic(obs, actor.sample(obs)[0])) for _ in range(value_samples)]).mean(0)  # fmt: skip
+            v = torch.stack([torch.minimum(*critic(obs, actor.sample(actor_obs)[0])) for _ in range(value_samples)]).mean(0)  # fmt: skip
             advantage = q_sa - v
             w = awac_weights(advantage, lam=lam, max_weight=max_weight, normalize=normalize)
-    logp = actor.log_prob(obs, action)  # (B,)
+    logp = actor.log_prob(actor_obs, action)  # (B,)
     loss_pi = -(w * logp).mean()
     optimizers["actor"].zero_grad(set_to_none=True)
     loss_pi.backward()
@@ -141,10 +145,9 @@ class AdvantageWeightedActorCritic(ActorCriticBase):
 
     def _update(self, *, demo_ratio: float) -> dict[str, torch.Tensor]:
         s = self.s
-        batch = sample_mixed(online=self.replay, demo=self.demo, n=s.batch_size, demo_ratio=demo_ratio, rng=self.rng)  # fmt: skip
         self.updates += 1
         return awac_update(
-            batch=self.tensors(batch), actor=self.actor, critic=self.critic,
+            batch=self.update_batch(demo_ratio), actor=self.actor_head, critic=self.critic_head,
             target_critic=self.target_critic, optimizers=self.optimizers, gamma=s.gamma,
             tau=s.tau, lam=s.lam, max_weight=s.max_weight, normalize=s.normalize_weights,
             uniform=s.weighting == "uniform", value_samples=s.value_samples,

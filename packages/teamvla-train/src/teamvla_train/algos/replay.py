@@ -10,10 +10,13 @@ resumed run samples from exactly the buffer the interrupted one had.
 
 :func:`sample_mixed` draws ``round(n * demo_ratio)`` transitions from a
 demonstration buffer and the rest from the online one (Ball et al., 2023:
-symmetric sampling is ``demo_ratio = 0.5``). :func:`record_demos` records the
-scripted experts' transitions in the state-observation env for the demo buffer
-(demonstrations from recorded datasets, which hold images and joints but no
-object poses, are the pixel path: not yet).
+symmetric sampling is ``demo_ratio = 0.5``; it mixes pixel buffers,
+:class:`teamvla_train.algos.pixel_replay.PixelReplayBuffer`, the same way).
+:class:`NStep` turns steps into n-step transitions for either kind of
+observation (a state vector, or a dict of pixel fields). :func:`record_demos`
+records the scripted experts' transitions in the state-observation env for the
+demo buffer (demonstrations from recorded datasets, which hold images and
+joints but no object poses, are the pixel path: :mod:`teamvla_train.algos.demo_replay`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,16 @@ from typing import Any
 
 import numpy as np
 
-FIELDS = ("obs", "action", "reward", "next_obs", "done", "nsteps")
+#: Batch keys of a transition (``add_batch`` arguments, sampled batches, update inputs).
+OBS, ACTION, REWARD, NEXT_OBS, DONE, NSTEPS = (
+    "obs",
+    "action",
+    "reward",
+    "next_obs",
+    "done",
+    "nsteps",
+)
+FIELDS = (OBS, ACTION, REWARD, NEXT_OBS, DONE, NSTEPS)
 
 
 class ReplayBuffer:
@@ -63,12 +75,12 @@ class ReplayBuffer:
         """
         n = len(reward)
         values = {
-            "obs": obs,
-            "action": action,
-            "reward": reward,
-            "next_obs": next_obs,
-            "done": done,
-            "nsteps": np.ones(n, np.float32) if nsteps is None else nsteps,
+            OBS: obs,
+            ACTION: action,
+            REWARD: reward,
+            NEXT_OBS: next_obs,
+            DONE: done,
+            NSTEPS: np.ones(n, np.float32) if nsteps is None else nsteps,
         }
         if n > self.capacity:  # only the newest capacity rows survive
             values = {k: np.asarray(v)[n - self.capacity :] for k, v in values.items()}
@@ -107,7 +119,7 @@ class ReplayBuffer:
             )
         size = int(state["size"])
         for key in FIELDS:
-            if key == "nsteps" and key not in state:  # a checkpoint from before n-step returns
+            if key == NSTEPS and key not in state:  # a checkpoint from before n-step returns
                 self.nsteps[:] = 1.0
                 continue
             value = np.asarray(state[key])
@@ -123,15 +135,16 @@ class ReplayBuffer:
 
 def sample_mixed(
     *,
-    online: ReplayBuffer,
-    demo: ReplayBuffer | None,
+    online: Any,
+    demo: Any | None,
     n: int,
     demo_ratio: float,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """A batch of ``n``: ``round(n * demo_ratio)`` demonstration rows first, then online rows.
 
-    With no (or an empty) demonstration buffer every row is online; with an
+    ``online`` and ``demo`` are buffers of one kind (:class:`ReplayBuffer`, or both
+    :class:`~teamvla_train.algos.pixel_replay.PixelReplayBuffer`). With no (or an empty) demonstration buffer every row is online; with an
     empty online buffer every row is a demonstration.
     """
     n_demo = round(n * demo_ratio) if demo is not None and len(demo) else 0
@@ -143,7 +156,7 @@ def sample_mixed(
         parts.append(demo.sample(n_demo, rng))
     if n - n_demo:
         parts.append(online.sample(n - n_demo, rng))
-    return {key: np.concatenate([p[key] for p in parts]) for key in FIELDS}
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 class NStep:
@@ -154,6 +167,8 @@ class NStep:
     ``done`` is true only if the episode *terminated* within those ``k`` steps
     (then nothing is bootstrapped), a truncation still bootstraps from the
     final observation with ``gamma^k``. ``n = 1`` passes transitions through.
+    Observations are arrays ``(B, O)`` or dicts of batched fields ``(B, ...)``
+    (pixel observations); string fields come out as object arrays.
     Pending transitions are not checkpointed: episodes in flight restart on resume.
     """
 
@@ -161,15 +176,13 @@ class NStep:
         if n < 1:
             raise ValueError(f"n-step returns need n >= 1, received {n}")
         self.n, self.gamma = n, gamma
-        self.pending: list[list[tuple[np.ndarray, np.ndarray, float]]] = [
-            [] for _ in range(num_envs)
-        ]
+        self.pending: list[list[tuple[Any, np.ndarray, float]]] = [[] for _ in range(num_envs)]
 
     def reset(self) -> None:
         """Forget every pending transition (the episodes in flight were restarted)."""
         self.pending = [[] for _ in self.pending]
 
-    def _emit(self, rows: dict[str, list[Any]], i: int, next_obs: np.ndarray, done: bool) -> None:
+    def _emit(self, rows: dict[str, list[Any]], i: int, next_obs: Any, done: bool) -> None:
         pend = self.pending[i]
         ret = sum(self.gamma**j * r for j, (_, _, r) in enumerate(pend))
         obs, action, _ = pend.pop(0)
@@ -179,31 +192,46 @@ class NStep:
             rows[key].append(value)
 
     def push(
-        self, *, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
+        self, *, obs: Any, action: np.ndarray, reward: np.ndarray, next_obs: Any,
         terminated: np.ndarray, truncated: np.ndarray,
-    ) -> dict[str, np.ndarray]:  # fmt: skip
+    ) -> dict[str, Any]:  # fmt: skip
         """One step of every world (``(B, ...)`` each; ``next_obs`` the real final observation
         where an episode ended) -> the transitions completed by it, as ``add_batch`` arguments."""
         rows: dict[str, list[Any]] = {k: [] for k in FIELDS}
         for i, pend in enumerate(self.pending):
-            pend.append((np.asarray(obs[i]), np.asarray(action[i]), float(reward[i])))
+            pend.append((_row(obs, i), np.asarray(action[i]), float(reward[i])))
             if terminated[i] or truncated[i]:
                 while pend:
-                    self._emit(rows, i, next_obs[i], bool(terminated[i]))
+                    self._emit(rows, i, _row(next_obs, i), bool(terminated[i]))
             elif len(pend) == self.n:
-                self._emit(rows, i, next_obs[i], False)
-        return _as_arrays(rows, obs_dim=np.shape(obs)[-1], action_dim=np.shape(action)[-1])
+                self._emit(rows, i, _row(next_obs, i), False)
+        out: dict[str, Any] = {
+            REWARD: np.asarray(rows[REWARD], np.float32).reshape(-1),  # (K,)
+            DONE: np.asarray(rows[DONE], bool).reshape(-1),  # (K,)
+            NSTEPS: np.asarray(rows[NSTEPS], np.float32).reshape(-1),  # (K,)
+            ACTION: _stack(rows[ACTION], action),
+        }
+        out[OBS], out[NEXT_OBS] = _stack(rows[OBS], obs), _stack(rows[NEXT_OBS], obs)
+        return out
 
 
-def _as_arrays(
-    rows: Mapping[str, list[Any]], *, obs_dim: int, action_dim: int
-) -> dict[str, np.ndarray]:
-    dims = {"obs": (obs_dim,), "next_obs": (obs_dim,), "action": (action_dim,)}
-    types = {"done": bool}
-    return {
-        k: np.asarray(v, types.get(k, np.float32)).reshape(len(v), *dims.get(k, ()))
-        for k, v in rows.items()
-    }
+def _row(batch: Any, i: int) -> Any:
+    """Row ``i`` of a batched observation (an array, or a dict of batched fields)."""
+    if isinstance(batch, Mapping):
+        return {k: v[i] for k, v in batch.items()}
+    return np.asarray(batch[i])
+
+
+def _stack(values: list[Any], template: Any) -> Any:
+    """Rows back into a batch shaped like ``template`` (a batch, ``(B, ...)``): float32 state
+    arrays, dicts of fields in their own dtypes, strings as object arrays."""
+    if isinstance(template, Mapping):
+        return {k: _stack([v[k] for v in values], template[k]) for k in template}
+    arr = np.asarray(template)
+    if arr.dtype.kind in "OU":
+        return np.array([str(v) for v in values], dtype=object)  # (K,)
+    dtype = arr.dtype if arr.dtype in (np.uint8, np.bool_) else np.float32
+    return np.asarray(values, dtype).reshape(len(values), *arr.shape[1:])  # (K, ...)
 
 
 def record_demos(

@@ -4,14 +4,17 @@ The whole algorithm, top to bottom (config: the ``sac:`` and ``env:`` sections,
 :class:`teamvla_train.algo_config.SacConfig` and ``EnvConfig``):
 
     demos     record sac.demos_per_task scripted-expert episodes per task in the state-obs env
-              into the demo buffer (ReplayBuffer, algos/replay.py), as n-step transitions
+              into the demo buffer (ReplayBuffer, algos/replay.py), as n-step transitions;
+              pixels: the episodes of sac.demo_roots (or of scripted demos recorded into
+              <run>/demos) read through the dataloader (algos/demo_replay.py)
     each train_step (one engine step):
-      act     env.num_envs worlds step once (algos/online.py, obs_mode="state"): uniformly
+      act     env.num_envs worlds step once (algos/online.py, env.obs_mode): uniformly
               random actions for the first sac.warmup_steps transitions, then a ~ pi(.|s)
       store   n-step transitions (s, a, R, s', terminated, k) into the online ring buffer
               (sac.n_step; R = sum_{i<k} gamma^i r_i; sac.replay_capacity)
       update  sac.utd_ratio * env.num_envs times (once past the warm-up): a batch of
-              sac.batch_size, sac.demo_ratio of it from the demos (sample_mixed), then
+              sac.batch_size, sac.demo_ratio of it from the demos (sample_mixed); pixels:
+              random-shifted (sac.augment_shift) and encoded once (algos/pixel.py), then
                 critic       y = R + gamma^k (1 - done) (min_j Q'_j(s', a') - alpha log pi(a'|s')),
                              a' ~ pi(.|s');  L = sum_j mean (Q_j(s, a) - y)^2
                              (sac.backup_entropy false drops the alpha log pi term)
@@ -29,14 +32,17 @@ the checkpoint layout are shared with AWAC (:mod:`teamvla_train.algos.actor_crit
 ``training_state["sac"]`` the ``critic``, ``target_critic``, ``log_alpha``, the
 online replay, the sampling generator and counters. Demos are re-recorded
 (deterministically) when a run starts; episodes in flight at a checkpoint start
-afresh on resume. Not yet: pixel observations, demos from recorded datasets
-through the dataloader (the pixel path).
+afresh on resume. With ``env.obs_mode: pixels`` the same update rule runs on the
+features of the BC policies' encoders (:mod:`teamvla_train.algos.pixel`), the
+replay holds uint8 images (:mod:`teamvla_train.algos.pixel_replay`) and
+``sac.record_online`` writes the online episodes out as ordinary episodes.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +50,8 @@ from torch.nn import functional as F
 
 from teamvla_train.algos.actor_critic import ActorCriticBase
 from teamvla_train.algos.base import Context, StepOutput
-from teamvla_train.algos.replay import sample_mixed
+from teamvla_train.algos.pixel import ACTOR_NEXT_OBS, ACTOR_OBS
+from teamvla_train.algos.replay import ACTION, DONE, NEXT_OBS, NSTEPS, OBS, REWARD
 from teamvla_train.data import TrainData
 from teamvla_train.models.sac_nets import SquashedGaussianActor, TwinQ
 
@@ -104,7 +111,7 @@ def polyak_update(*, source: nn.Module, target: nn.Module, tau: float) -> None:
 
 def sac_update(
     *,
-    batch: Mapping[str, torch.Tensor],
+    batch: Mapping[str, Any],
     actor: SquashedGaussianActor,
     critic: TwinQ,
     target_critic: TwinQ,
@@ -115,20 +122,23 @@ def sac_update(
     target_entropy: float,
     backup_entropy: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """One gradient update of critic, actor and temperature, then the Polyak step; detached metrics."""
-    obs, action, next_obs = (
-        batch["obs"],
-        batch["action"],
-        batch["next_obs"],
-    )  # (B, O), (B, D), (B, O)
+    """One gradient update of critic, actor and temperature, then the Polyak step; detached metrics.
+
+    ``batch`` holds state vectors, or pixel features (:func:`teamvla_train.algos.pixel.encode_batch`):
+    ``obs``/``next_obs`` are the critic's, ``actor_obs``/``actor_next_obs`` (default: the same)
+    the actor's. The actor's loss reads the critic's features detached: critic gradients alone
+    train the critic's encoder.
+    """
+    obs, action, next_obs = batch[OBS], batch[ACTION], batch[NEXT_OBS]  # (B, O), (B, D), (B, O)
+    actor_obs, actor_next = batch.get(ACTOR_OBS, obs), batch.get(ACTOR_NEXT_OBS, next_obs)
     alpha = log_alpha.exp().detach()
     with torch.no_grad():
-        next_action, next_logp = actor.sample(next_obs)
+        next_action, next_logp = actor.sample(actor_next)
         next_q1, next_q2 = target_critic(next_obs, next_action)
         y = critic_target(
-            reward=batch["reward"], done=batch["done"], next_q1=next_q1, next_q2=next_q2,
+            reward=batch[REWARD], done=batch[DONE], next_q1=next_q1, next_q2=next_q2,
             next_logp=next_logp, alpha=alpha if backup_entropy else 0.0, gamma=gamma,
-            nsteps=batch.get("nsteps"),
+            nsteps=batch.get(NSTEPS),
         )  # fmt: skip
     q1, q2 = critic(obs, action)
     loss_q = critic_loss(q1=q1, q2=q2, target=y)
@@ -136,8 +146,8 @@ def sac_update(
     loss_q.backward()
     optimizers["critic"].step()
 
-    new_action, logp = actor.sample(obs)
-    pq1, pq2 = critic(obs, new_action)
+    new_action, logp = actor.sample(actor_obs)
+    pq1, pq2 = critic(obs.detach(), new_action)
     loss_pi = actor_loss(logp=logp, q1=pq1, q2=pq2, alpha=alpha)
     optimizers["actor"].zero_grad(set_to_none=True)
     loss_pi.backward()
@@ -181,9 +191,8 @@ class SoftActorCritic(ActorCriticBase):
         metrics["alpha"] = self.log_alpha.detach().exp()
         if self.env_steps >= max(s.warmup_steps, 1):
             for _ in range(s.utd_ratio * self.worlds.num_envs):
-                batch = sample_mixed(online=self.replay, demo=self.demo, n=s.batch_size, demo_ratio=s.demo_ratio, rng=self.rng)  # fmt: skip
                 metrics = sac_update(
-                    batch=self.tensors(batch), actor=self.actor, critic=self.critic,
+                    batch=self.update_batch(s.demo_ratio), actor=self.actor_head, critic=self.critic_head,
                     target_critic=self.target_critic, log_alpha=self.log_alpha,
                     optimizers=self.optimizers, gamma=s.gamma, tau=s.tau,
                     target_entropy=self.target_entropy, backup_entropy=s.backup_entropy,

@@ -31,6 +31,7 @@ class StatePolicy(Policy):
     """A deterministic state-observation actor (see the module docstring)."""
 
     obs_mode = "state"
+    actor_critic = True  # one action per step from the env's observation (no chunks, no dataset)
 
     def __init__(
         self, *, actor: SquashedGaussianActor, amap: ActionMap, num_joints: int,
