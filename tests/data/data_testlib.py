@@ -49,9 +49,10 @@ def write_episode(
     size: int = IMAGE,
     compress: bool = True,
     overwrite: bool = False,
+    image_codec: str | None = None,
 ) -> Path:
     """Write one synthetic episode to ``root/<task>/<episode_id>.npz``."""
-    with EpisodeWriter(root, compress=compress, overwrite=overwrite) as w:
+    with EpisodeWriter(root, compress=compress, overwrite=overwrite, image_codec=image_codec) as w:
         w.start_episode({"task": task, "episode_id": episode_id, "user": {"seed": seed}})
         for t in range(steps):
             w.add_step(

@@ -172,6 +172,39 @@ def test_bounded_caches_give_the_batches_of_the_column_cache(root: Path) -> None
     assert ds.field_shape(B.RGB_A) == (16, 16, 3)
 
 
+def test_chunks_of_image_streams_start_at_keyframes(tmp_path: Path, monkeypatch) -> None:
+    # Streams decode from the keyframe at or before a chunk's first frame: with chunks of whole
+    # GOPs (30 frames) shifted by the history, every chunk starts on a keyframe.
+    pytest.importorskip("av")
+    root = tmp_path / "lossless"
+    lengths = [95 + 9 * (i % 3) for i in range(6)]
+    write_many(
+        root, [("lift", f"l{i}", i, n) for i, n in enumerate(lengths)], image_codec="lossless"
+    )
+    ref = MultiTaskDataset(root, obs_history=1, action_horizon=3)
+    frame = 16 * 16 * 3 * 2
+    budget = image_chunks.TARGET_CHUNKS * 36 * frame  # chunks of up to 35 steps + 1 of history
+    ranges: list[tuple[int, int]] = []
+    read = image_chunks.read_frame_range
+
+    def logged(rec: Any, fields: Any, start: int, stop: int) -> Any:
+        ranges.append((start, stop))
+        return read(rec, fields, start, stop)
+
+    monkeypatch.setattr(image_chunks, "read_frame_range", logged)
+    ds = MultiTaskDataset(root, obs_history=1, action_horizon=3, cache_max_bytes=budget)
+    assert ds.images is not None and ds.images.shift == 1 and set(ds.images.block) == {30}
+    assert _same(_everything(ds), _everything(ref))  # lossless: bit-exact through any chunking
+    assert ranges and all(start % 30 == 0 for start, _ in ranges), ranges
+    # Every step of every episode is in exactly one chunk, and its history frame in that chunk.
+    assert ds.images.num_chunks == sum(-(-(n - 1) // 30) for n in lengths)
+    for e, n in enumerate(lengths):
+        steps = np.arange(n)
+        chunks = ds.images.chunk_of(np.full(n, e), steps)
+        start = ds.images._start[chunks]
+        assert np.all(start <= np.maximum(steps - 1, 0)) and np.all(steps < ds.images._stop[chunks])
+
+
 def test_no_image_copy_is_written(root: Path, tmp_path: Path) -> None:
     ds = MultiTaskDataset(root, cache_dir=tmp_path / "c", cache_max_bytes=1 << 20)
     assert ds.store.path is not None

@@ -12,6 +12,10 @@ fixed-size slots, least recently used first out.
   many), each episode cut into equal blocks; a chunk's slot also keeps the
   ``overlap`` (= observation history) frames just before its block, so that
   every sample's observation window lies in the chunk of its current step.
+  For image streams (``image_codec``), whose decoding starts at the keyframe
+  at or before a chunk's first frame, blocks are whole GOPs instead, each
+  boundary ``overlap`` steps past a keyframe, so every chunk starts on one
+  (:func:`keyframe_interval`, read from the first episode).
 * **Reading.** A chunk is read with :func:`teamvla_data.episode_reads.read_frame_range`:
   the file must still be the version the manifest describes, and only the
   needed frames are decoded where the episode format allows random access.
@@ -28,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from teamvla_schema.episode import read_episode_meta
 from teamvla_schema.errors import SchemaError
 
 from teamvla_data.cache_order import spare_slots
@@ -64,6 +69,21 @@ def plan_chunks(lengths: np.ndarray, frame_bytes: int, budget: int, history: int
     return ChunkPlan(steps, history if longest > steps else 0, frame_bytes)
 
 
+def keyframe_interval(record: EpisodeRecord, fields: Sequence[str]) -> int | None:
+    """The keyframe interval (``gop``) of ``record``'s image streams, if they share one.
+
+    Read from the first episode only, as a layout hint for the chunks: episodes
+    stored otherwise decode as correctly, with a few frames decoded in vain.
+    """
+    try:
+        encodings = read_episode_meta(record.abs_path).encodings
+    except (OSError, SchemaError):
+        return None
+    gops = {getattr(encodings.get(name), "params", {}).get("gop") for name in fields}
+    gop = gops.pop() if len(gops) == 1 else None
+    return gop if isinstance(gop, int) and not isinstance(gop, bool) and gop > 0 else None
+
+
 class DecodedImages:
     """The camera fields of a dataset's episodes (in dataset order), decoded on demand.
 
@@ -86,9 +106,21 @@ class DecodedImages:
         frame = int(np.prod(self.frame_shape))
         self.lengths = np.array([r.num_steps for r in self.records], np.int64)
         self.plan = plan_chunks(self.lengths, frame * len(self.fields), int(budget), history)
-        per_episode = -(-self.lengths // self.plan.steps)
-        #: Steps per block of each episode (its blocks are equal, the last one possibly shorter).
-        self.block = -(-self.lengths // per_episode)
+        gop = keyframe_interval(self.records[0], self.fields)
+        if gop and self.plan.overlap and self.plan.steps >= gop:
+            # Image streams decode from the keyframe at or before a chunk's first frame: blocks
+            # of whole GOPs, each boundary ``overlap`` steps past a keyframe, make every chunk's
+            # first frame a keyframe, so nothing is decoded in vain.
+            self.shift = self.plan.overlap
+            whole_gops = (self.plan.steps // gop) * gop
+            per_episode = np.maximum(1, -(-(self.lengths - self.shift) // whole_gops))
+            self.block = np.full(len(self.lengths), whole_gops, np.int64)
+        else:
+            self.shift = 0
+            per_episode = -(-self.lengths // self.plan.steps)
+            #: Steps per block of each episode (equal blocks, the last one possibly shorter).
+            self.block = -(-self.lengths // per_episode)
+        self.per_episode = per_episode
         self.first_chunk = np.concatenate([[0], np.cumsum(per_episode)]).astype(np.int64)
         self.num_chunks = int(self.first_chunk[-1])
         self.chunk_episode = np.repeat(np.arange(len(self.records)), per_episode)
@@ -96,7 +128,8 @@ class DecodedImages:
         self._start = self._chunk_start(chunks)
         block = chunks - self.first_chunk[self.chunk_episode]
         stop = np.minimum(
-            (block + 1) * self.block[self.chunk_episode], self.lengths[self.chunk_episode]
+            (block + 1) * self.block[self.chunk_episode] + self.shift,
+            self.lengths[self.chunk_episode],
         )
         self._stop = stop
         self.slot_frames = int((stop - self._start).max())
@@ -147,7 +180,8 @@ class DecodedImages:
 
     def chunk_of(self, episodes: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """Chunk of step ``steps`` of episode ``episodes`` (arrays of equal shape)."""
-        return self.first_chunk[episodes] + np.asarray(steps) // self.block[episodes]
+        block = (np.asarray(steps) - self.shift) // self.block[episodes]
+        return self.first_chunk[episodes] + np.clip(block, 0, self.per_episode[episodes] - 1)
 
     def sample_chunks(self, offsets: np.ndarray) -> np.ndarray:
         """Chunk of every sample, given the dataset's episode offsets (``len(records) + 1``)."""
@@ -159,7 +193,7 @@ class DecodedImages:
         """First step held in a chunk's slot (its block start minus the overlap, from step 0 on)."""
         episode = self.chunk_episode[chunk]
         block = chunk - self.first_chunk[episode]
-        return np.where(block > 0, block * self.block[episode] - self.plan.overlap, 0)
+        return np.where(block > 0, block * self.block[episode] + self.shift - self.plan.overlap, 0)
 
     def _decode(self, chunk: int, dest: np.ndarray) -> None:
         rec = self.records[int(self.chunk_episode[chunk])]
