@@ -136,3 +136,33 @@ def tiny_pixel_config(algo: str, *extra: str) -> Any:
     from teamvla_schema.config import load_config
 
     return load_config(REPO / "configs" / f"train_{algo}.yaml", [*TINY_PIXELS, *mine, *extra])
+
+
+def torchrun(
+    args: Sequence[str], *, nproc: int = 2, timeout: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node nproc ARGS`` (gloo on CPU, one thread per rank),
+    from the repository root; its output captured. After ``timeout`` seconds the launcher and its
+    workers (its own process group) are killed and ``subprocess.TimeoutExpired`` is raised."""
+    import signal
+
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env=full_env, start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher's session: it and the ranks it started
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+#: A tiny state-observation SAC on lift for distributed tests (2 worlds per rank, 1-step returns:
+#: every transition is in the replay at once).
+TINY_STATE_SAC = [
+    "sac.warmup_steps=40", "sac.batch_size=32", "sac.hidden_dims=[32,32]", "sac.demos_per_task=1",
+    "sac.eval_episodes_per_task=2", "eval.every_env_steps=40", "sac.replay_capacity=1000",
+    "env.num_envs=2", "sac.n_step=1", "trainer.log_every=5",
+]  # fmt: skip

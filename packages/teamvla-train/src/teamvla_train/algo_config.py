@@ -135,7 +135,9 @@ class SacConfig:
 
     # --- interaction ------------------------------------------------------------------------
     env_steps: int = field(
-        default=20000, ge=1, doc="Environment transitions to collect (all worlds together)."
+        default=20000,
+        ge=1,
+        doc="Environment transitions to collect (all worlds of all ranks together).",
     )
     warmup_steps: int = field(
         default=1000, ge=0, doc="Transitions of uniformly random actions before any update."
@@ -160,7 +162,9 @@ class SacConfig:
         le=1.0,
         doc="Share of each batch drawn from the demo buffer (RLPD's symmetric sampling: 0.5).",
     )
-    batch_size: int = field(default=256, ge=1, doc="Transitions per gradient update.")
+    batch_size: int = field(
+        default=256, ge=1, doc="Transitions per gradient update (all ranks together)."
+    )
     # --- pixel observations (env.obs_mode pixels) -----------------------------------------
     demo_roots: list[str] | None = field(
         default=None,
@@ -288,7 +292,9 @@ class AwacConfig:
         le=1.0,
         doc="Share of each online-phase batch drawn from the demo buffer.",
     )
-    batch_size: int = field(default=256, ge=1, doc="Transitions per gradient update.")
+    batch_size: int = field(
+        default=256, ge=1, doc="Transitions per gradient update (all ranks together)."
+    )
     # --- pixel observations (env.obs_mode pixels) -----------------------------------------
     demo_roots: list[str] | None = field(
         default=None,

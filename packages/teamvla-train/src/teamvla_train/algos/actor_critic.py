@@ -9,6 +9,10 @@ ring, the demo buffer (n-step like the online transitions) and the worlds
 part of the checkpoint, so each algorithm module only holds its update rule
 and its ``train_step``.
 
+Under ``torchrun`` each rank steps its own worlds into its own replay and the
+networks stay one (gradients averaged over ranks; per-rank state beside the
+checkpoints): :mod:`teamvla_train.algos.actor_critic_ranks`.
+
 ``env.obs_mode: state``: MLPs on the state vector; demos are scripted-expert
 episodes recorded in the state env (:func:`teamvla_train.algos.replay.record_demos`).
 ``env.obs_mode: pixels``: the same heads on the BC policies' encoders
@@ -39,6 +43,7 @@ import torch
 from teamvla_schema import SchemaError
 from torch import nn
 
+from teamvla_train.algos.actor_critic_ranks import RankSync, checkpoint_due, rank_generator
 from teamvla_train.algos.base import Context
 from teamvla_train.algos.online import (
     OnlineWorlds,
@@ -49,6 +54,7 @@ from teamvla_train.algos.online import (
 )
 from teamvla_train.algos.replay import REWARD, ReplayBuffer, record_demos, sample_mixed
 from teamvla_train.data import TrainData
+from teamvla_train.engine.checkpointing import CHECKPOINT_DIR, task_dir_name
 from teamvla_train.engine.optim import to_torch_tree
 from teamvla_train.models.sac_nets import TwinQ, make_actor
 
@@ -66,8 +72,6 @@ class ActorCriticBase:
     name = "actor_critic"
 
     def __init__(self, ctx: Context, s: Any, *, data: TrainData | None = None) -> None:
-        if ctx.dist_info.enabled:
-            raise SchemaError(f"trainer.algo {self.name} runs in one process: launch it without torchrun")  # fmt: skip
         if data is not None:
             raise SchemaError(f"trainer.algo {self.name} collects its own data; it takes no data= argument")  # fmt: skip
         env_cfg = ctx.cfg.env
@@ -76,11 +80,19 @@ class ActorCriticBase:
             for key, value in (("demo_roots", s.demo_roots), ("record_online", s.record_online)):
                 if value:
                     raise SchemaError(f"{self.name}.{key} ({value!r}) needs env.obs_mode pixels (episodes hold camera images, not state vectors)")  # fmt: skip
+        info = self.dist = ctx.dist_info
+        if s.batch_size % info.world_size:
+            raise SchemaError(f"{self.name}.batch_size ({s.batch_size}) must be divisible by the number of processes ({info.world_size}): it is one update's batch, all ranks together")  # fmt: skip
+        # the rows this rank samples per update (batch_size is one update's, all ranks together)
+        self.rank_batch = s.batch_size // info.world_size
         self.ctx, self.s, self.env_cfg = ctx, s, env_cfg
         self.tasks = list(env_cfg.tasks)
         self.num_joints = ctx.cfg.model.num_joints
-        record = ctx.run_dir / ONLINE_DIR if s.record_online else None
-        self.worlds = OnlineWorlds(env_cfg=env_cfg, num_joints=self.num_joints, n_step=s.n_step, gamma=s.gamma, record_root=record)  # fmt: skip
+        record = None
+        if s.record_online:  # one episode root per rank when distributed
+            record = ctx.run_dir / ONLINE_DIR / (f"rank_{info.rank:03d}" if info.enabled else "")
+        self.worlds = OnlineWorlds(env_cfg=env_cfg, num_joints=self.num_joints, n_step=s.n_step, gamma=s.gamma,
+                                   record_root=record, world_offset=info.rank * env_cfg.num_envs)  # fmt: skip
         self.amap = self.worlds.amap
         obs_dim, act_dim, dev = self.worlds.obs_dim, self.worlds.action_dim, ctx.device
         # SAC has no grip_head (always gaussian); AWAC's awac.grip_head may make the grips Bernoulli.
@@ -120,11 +132,18 @@ class ActorCriticBase:
             }
             self.replay = ReplayBuffer(capacity=s.replay_capacity, obs_dim=obs_dim, action_dim=act_dim)  # fmt: skip
         self.demo: Any = self._demo_buffer()
-        self.rng = np.random.default_rng([env_cfg.seed, 5417])  # warm-up actions, batches, shifts
-        self.env_steps = 0  # transitions collected
+        self.rng = rank_generator(env_cfg.seed, info.rank)  # warm-up actions, batches, shifts
+        self.env_steps = 0  # transitions collected, all ranks together
         self.updates = 0  # gradient updates done
+        self.engine_step = 0  # train_step calls (the engine's step; names the side files)
         if s.init_from:
             self.init_actor_from(s.init_from)
+        self.sync: RankSync | None = None
+        if info.enabled:  # one set of networks: rank 0's initial values, gradients averaged
+            nets = (self.actor, self.critic, self.target_critic)
+            self.sync = RankSync(info=info, algo=self.name, ckpt_dir=ctx.run_dir / CHECKPOINT_DIR / task_dir_name(self.tasks),
+                                 tensors=[*(t for n in nets for t in n.state_dict().values()), self.log_alpha],
+                                 optimizers=self.optimizers, device=dev)  # fmt: skip
         self.worlds.reset(self.env_steps)
 
     def _demo_buffer(self) -> Any:
@@ -140,23 +159,12 @@ class ActorCriticBase:
             buf: Any = ReplayBuffer(capacity=len(demos[REWARD]), obs_dim=self.worlds.obs_dim, action_dim=self.amap.dim)  # fmt: skip
             buf.add_batch(**demos)
             return buf
-        from teamvla_train.algos.demo_replay import dataset_transitions, record_pixel_demos
-        from teamvla_train.algos.pixel_replay import PixelReplayBuffer
+        from teamvla_train.algos.demo_replay import pixel_demo_buffer
 
-        roots = list(s.demo_roots or [])
-        if not roots:
-            if not s.demos_per_task:
-                return None
-            roots = [record_pixel_demos(self.ctx.run_dir / DEMOS_DIR, tasks=self.tasks, episodes=s.demos_per_task,
-                                        seed=env_cfg.seed, image_size=self.worlds.image_size,
-                                        num_joints=self.num_joints)]  # fmt: skip
-        demos = dataset_transitions(roots=roots, tasks=self.tasks, image_size=self.worlds.image_size,
-                                    amap=self.amap, n_step=s.n_step, gamma=s.gamma,
-                                    max_episodes_per_task=s.demos_per_task or None)  # fmt: skip
-        size = (self.worlds.image_size, self.worlds.image_size)
-        buf = PixelReplayBuffer(capacity=max(1, len(demos[REWARD])), image_size=size, proprio_dim=self.worlds.obs_dim, action_dim=self.amap.dim)  # fmt: skip
-        buf.add_batch(**demos)
-        return buf
+        return pixel_demo_buffer(roots=s.demo_roots, record_root=self.ctx.run_dir / DEMOS_DIR,
+                                 episodes=s.demos_per_task, tasks=self.tasks, seed=env_cfg.seed,
+                                 image_size=self.worlds.image_size, num_joints=self.num_joints,
+                                 amap=self.amap, n_step=s.n_step, gamma=s.gamma, dist=self.dist)  # fmt: skip
 
     def init_actor_from(self, path: str) -> None:
         """Load the actor's weights from an actor checkpoint of the same observation kind (a sac or
@@ -183,6 +191,27 @@ class ActorCriticBase:
         self.actor.load_state_dict(to_torch_tree(dict(ckpt["model"])))
 
     # ------------------------------------------------------------------ shared pieces of a step
+    def transitions_per_step(self) -> int:
+        """Transitions one engine step collects, all ranks together (``env.num_envs x ranks``)."""
+        return self.worlds.num_envs * self.dist.world_size
+
+    def updates_per_step(self) -> int:
+        """Gradient updates after an engine step's collection: ``utd_ratio`` per transition of all ranks."""
+        return int(self.s.utd_ratio) * self.transitions_per_step()
+
+    def begin_step(self) -> None:
+        """Start of a ``train_step``: a resumed rank > 0 takes back its RNG states first."""
+        if self.sync is not None:
+            self.sync.begin_step()
+
+    def end_step(self) -> None:
+        """End of a ``train_step``; distributed, before a checkpoint, the ranks' side files and a
+        check that every rank's networks equal rank 0's (:class:`RankSync`)."""
+        self.engine_step += 1
+        if self.sync is not None:
+            due = checkpoint_due(self.engine_step, total=self.total_steps(), ckpt_every=self.ctx.cfg.trainer.ckpt_every)  # fmt: skip
+            self.sync.end_step(self, checkpoint=due)
+
     def collect(self, *, random: bool) -> None:
         """Step every world once (uniform random actions, or ``a ~ pi(.|s)``) into the online replay."""
         n_env, dev = self.worlds.num_envs, self.ctx.device
@@ -191,22 +220,28 @@ class ActorCriticBase:
         else:
             with torch.no_grad():
                 u = self.actor.sample(to_device(self.worlds.obs, dev))[0].cpu().numpy()
-        done = self.worlds.step(u, env_steps=self.env_steps + n_env)
+        done = self.worlds.step(u, env_steps=self.env_steps + self.transitions_per_step())
         if len(done[REWARD]):
             self.replay.add_batch(**done)
-        self.env_steps += n_env
+        self.env_steps += self.transitions_per_step()
 
     def update_batch(self, demo_ratio: float) -> dict[str, Any]:
-        """A batch for one update: ``s.batch_size`` transitions, ``demo_ratio`` of them from the demos
-        (RLPD); state vectors as tensors, or (pixels) random-shifted and encoded into features."""
+        """This rank's part of an update's batch: ``batch_size / ranks`` transitions, ``demo_ratio``
+        of them from the demos (RLPD); state vectors as tensors, or (pixels) random-shifted and
+        encoded into features (under ``trainer.precision``'s autocast, features back in fp32)."""
         s, dev = self.s, self.ctx.device
-        batch = sample_mixed(online=self.replay, demo=self.demo, n=s.batch_size, demo_ratio=demo_ratio, rng=self.rng)  # fmt: skip
+        batch = sample_mixed(online=self.replay, demo=self.demo, n=self.rank_batch, demo_ratio=demo_ratio, rng=self.rng)  # fmt: skip
         if not self.pixels:
             return {k: torch.as_tensor(v, device=dev) for k, v in batch.items()}
-        from teamvla_train.algos.pixel import batch_to_torch, encode_batch
+        from teamvla_train.algos.pixel import batch_to_torch, encode_batch, features_to_fp32
 
         tensors = batch_to_torch(batch, device=dev, augment=s.augment_shift, rng=self.rng)
-        return encode_batch(tensors, actor=self.actor, critic=self.critic, s=s)
+        if self.ctx.amp_dtype is None:
+            return encode_batch(tensors, actor=self.actor, critic=self.critic, s=s)
+        with self.ctx.autocast():
+            return features_to_fp32(
+                encode_batch(tensors, actor=self.actor, critic=self.critic, s=s)
+            )
 
     def common_metrics(self) -> dict[str, torch.Tensor]:
         """Counters and online episode statistics as metric tensors."""
@@ -216,9 +251,10 @@ class ActorCriticBase:
 
     def eval_due(self, steps_before: int, last: bool) -> bool:
         """Whether an evaluation falls in this engine step: every ``eval.every_env_steps``
-        transitions (0: never in between) and at the ``last`` step."""
+        transitions of all ranks (0: never in between) and at the ``last`` step; rank 0 only."""
         every = int(self.ctx.cfg.eval.every_env_steps)
-        return bool(last or (every and self.env_steps // every > steps_before // every))
+        due = last or (every and self.env_steps // every > steps_before // every)
+        return bool(due) and self.dist.is_main
 
     def evaluate(self, episodes: int) -> dict[str, float]:
         """The deterministic actor on ``episodes`` held-out seeds per task."""
@@ -227,6 +263,10 @@ class ActorCriticBase:
                               obs_mode=self.env_cfg.obs_mode, image_size=self.worlds.image_size)  # fmt: skip
 
     # ------------------------------------------------------------------ the engine's interface
+    def total_steps(self) -> int:
+        """Engine steps of the whole run (each algorithm's own count)."""
+        raise NotImplementedError
+
     @property
     def epoch(self) -> int:
         """No passes over a dataset (0)."""
@@ -276,6 +316,7 @@ class ActorCriticBase:
                 self.name: {
                     "env_steps": self.env_steps,
                     "updates": self.updates,
+                    "world_size": self.dist.world_size,  # ranks > 0: ranks/ beside the checkpoint
                     "critic": self.critic.state_dict(),
                     "target_critic": self.target_critic.state_dict(),
                     "log_alpha": self.log_alpha.detach().clone(),
@@ -306,24 +347,36 @@ class ActorCriticBase:
         force: bool,
         changes: Sequence[tuple[str, Any, Any]] = (),
     ) -> None:
-        """Restore networks, temperature, optimisers, replay and counters; restart the episodes in flight."""
+        """Restore networks, temperature, optimisers, replay and counters; restart the episodes in
+        flight. A rank > 0 takes its replay, generator and RNG states from its side file."""
         mine = (ckpt.get("training_state") or {}).get(self.name)
         if mine is None:
             raise SchemaError(f"cannot resume: not a {self.name} checkpoint (no training_state.{self.name})", path=path)  # fmt: skip
+        saved, ranks = int(mine.get("world_size", 1)), self.dist.world_size
+        if saved != ranks:
+            raise SchemaError(
+                f"cannot resume with {ranks} process(es): this {self.name} run was trained by {saved} "
+                f"(each rank's replay, worlds and random streams are part of the experiment); resume "
+                f"it with the same number (torchrun --nproc_per_node {saved}, or no torchrun for 1), "
+                f"or start a new run ({self.name}.init_from loads its actor)", path=path,
+            )  # fmt: skip
+        step = int(ckpt["training_state"]["step"])
+        own = mine if self.sync is None else self.sync.own_state(mine, path, step)
         try:
             self.actor.load_state_dict(to_torch_tree(dict(ckpt["model"])))
             self.critic.load_state_dict(to_torch_tree(dict(mine["critic"])))
             self.target_critic.load_state_dict(to_torch_tree(dict(mine["target_critic"])))
             for key, opt in self.optimizers.items():
                 opt.load_state_dict(to_torch_tree(ckpt["optimizer"][key]))
-            self.replay.load_state_dict(mine["replay"])
+            self.replay.load_state_dict(own["replay"])
         except (RuntimeError, KeyError, ValueError) as exc:
             raise SchemaError(f"cannot resume: the {self.name} state does not fit this config ({exc})", path=path) from None  # fmt: skip
         with torch.no_grad():
             self.log_alpha.copy_(torch.as_tensor(np.asarray(mine["log_alpha"])))
-        set_rng_state(self.rng, mine["rng"])
+        set_rng_state(self.rng, own["rng"])
         self.env_steps, self.updates = int(mine["env_steps"]), int(mine["updates"])
-        self.worlds.load_state_dict(mine)
+        self.engine_step = step
+        self.worlds.load_state_dict(own)
         self.load_extra_training_state(mine)
         if self.worlds.recorder is not None:  # episodes that ended after the checkpoint come again
             self.worlds.recorder.prune(self.env_steps)

@@ -10,9 +10,11 @@ The whole algorithm, top to bottom (config: the ``awac:`` and ``env:`` sections,
     init      optionally load the actor from awac.init_from (an actor checkpoint of the same
               observation kind, e.g. BC by likelihood)
     offline   awac.offline_steps updates on batches of awac.batch_size demo transitions
-    online    awac.online_env_steps transitions: each engine step, env.num_envs worlds step
-              once with a ~ pi(.|s) into the online replay, then awac.utd_ratio * num_envs
-              updates on batches with awac.demo_ratio demo rows (sample_mixed)
+              (torchrun: split over the ranks, gradients averaged: one set of networks)
+    online    awac.online_env_steps transitions (all ranks together): each engine step,
+              env.num_envs worlds (per rank) step once with a ~ pi(.|s) into the rank's online
+              replay, then awac.utd_ratio * num_envs * ranks updates on batches with
+              awac.demo_ratio demo rows (sample_mixed)
     update    critic  y = R + gamma^k (1 - done) min_j Q'_j(s', a'),  a' ~ pi(.|s')
                       L = sum_j mean (Q_j(s, a) - y)^2
               actor   A = min_j Q(s, a) - V(s),  V(s) = mean over awac.value_samples a~ ~ pi(.|s)
@@ -155,7 +157,9 @@ class AdvantageWeightedActorCritic(ActorCriticBase):
         )  # fmt: skip
 
     def train_step(self) -> StepOutput:
-        """An offline update on the demos, or (after them) one env step and utd_ratio * num_envs updates."""
+        """An offline update on the demos, or (after them) one env step and utd_ratio updates per
+        transition (of all ranks)."""
+        self.begin_step()
         t0 = time.perf_counter()
         s, before = self.s, self.env_steps
         event: dict[str, Any] | None = None
@@ -170,7 +174,7 @@ class AdvantageWeightedActorCritic(ActorCriticBase):
             self.collect(random=False)
             t1 = time.perf_counter()
             metrics = {}
-            for _ in range(s.utd_ratio * self.worlds.num_envs):
+            for _ in range(self.updates_per_step()):
                 metrics = self._update(demo_ratio=s.demo_ratio)
             if self.eval_due(before, last=self.env_steps >= s.online_env_steps):
                 event = {"phase": "online"}
@@ -180,15 +184,16 @@ class AdvantageWeightedActorCritic(ActorCriticBase):
         )
         out = StepOutput(metrics=metrics, samples=s.batch_size, data_time=t1 - t0,
                          compute_time=time.perf_counter() - t1)  # fmt: skip
-        if event is not None and s.eval_episodes_per_task:
+        if event is not None and s.eval_episodes_per_task and self.dist.is_main:
             result = self.evaluate(s.eval_episodes_per_task)
             out.events.append({"event": "awac_eval", **event, "env_steps": self.env_steps,
                                "updates": self.updates, **result})  # fmt: skip
+        self.end_step()
         return out
 
     def total_steps(self) -> int:
-        """Engine steps: ``awac.offline_steps + ceil(awac.online_env_steps / env.num_envs)``."""
-        return self.s.offline_steps + -(-self.s.online_env_steps // self.env_cfg.num_envs)
+        """Engine steps: ``awac.offline_steps + ceil(awac.online_env_steps / (env.num_envs x ranks))``."""
+        return self.s.offline_steps + -(-self.s.online_env_steps // self.transitions_per_step())
 
     def extra_training_state(self) -> dict[str, Any]:
         """The offline phase's progress."""

@@ -4,10 +4,11 @@ The pixel path of the demo buffer ("leverage the dataloader for replay buffer
 seeding"). :func:`dataset_transitions` opens episode roots with
 :func:`teamvla_data.make_dataloader` (split ``all``: every step once, in order;
 no normalisation, no augmentation; images resized by the loader to the
-worlds' camera size), reads each episode's ``reward``, ``done`` and ``success``
-step fields (written by ``teamvla synth`` and by ``sac.record_online``) from
-its file, and returns n-step transitions exactly as the online worlds make
-them (:class:`teamvla_train.algos.replay.NStep`):
+worlds' camera size; not sharded: under ``torchrun`` every rank reads every
+demonstration), reads each episode's ``reward``, ``done`` and ``success`` step
+fields (written by ``teamvla synth`` and by ``sac.record_online``) from its
+file, and returns n-step transitions exactly as the online worlds make them
+(:class:`teamvla_train.algos.replay.NStep`):
 
 * step ``t`` of an episode of ``T`` steps is the observation ``s_t`` (both
   cameras, joints, the gripper state ``grip_{t-1}`` (0 at ``t = 0``), the
@@ -115,7 +116,8 @@ def dataset_transitions(
         batch_size=batch_size, num_workers=0, pin_memory=False,
     )  # fmt: skip
     dataset = MultiTaskDataset.from_config(cfg, "all")
-    loader = make_dataloader(cfg, split="all", dataset=dataset)
+    # every step once on every rank (each rank of a torchrun job holds all the demonstrations)
+    loader = make_dataloader(cfg, split="all", dataset=dataset, rank=0, world_size=1)
     episodes = dataset.episodes
     fields = [reward_fields(ep.record) for ep in episodes]  # refuses old files before any image
     cols: dict[str, list[np.ndarray]] = {k: [] for k in (*_COLUMNS, EPISODE_INDEX, FRAME_INDEX)}
@@ -190,3 +192,33 @@ def record_pixel_demos(
                      image_codec="none")  # fmt: skip
     atomic_write_text(root / COMPLETE, '{"demos": true}\n')
     return root
+
+
+def pixel_demo_buffer(
+    *, roots: Sequence[str | Path] | None, record_root: Path, episodes: int, tasks: Sequence[str],
+    seed: int, image_size: int, num_joints: int, amap: Any, n_step: int, gamma: float, dist: Any,
+) -> Any:  # fmt: skip
+    """The pixel demo buffer (:class:`~teamvla_train.algos.pixel_replay.PixelReplayBuffer`) of the
+    transitions of ``roots`` (at most ``episodes`` per task; 0: all), or, with no roots, of
+    ``episodes`` scripted demos per task recorded into ``record_root``; None with neither. Under
+    ``torchrun`` (``dist``, a :class:`~teamvla_train.engine.distributed.DistInfo`) rank 0 records
+    while the other ranks wait, and every rank holds every demonstration."""
+    from teamvla_train.algos.pixel_replay import PixelReplayBuffer
+    from teamvla_train.engine.distributed import barrier
+
+    chosen = [Path(r) for r in roots or []]
+    if not chosen:
+        if not episodes:
+            return None
+        for turn in ("main", "others"):  # rank 0 records; the others then find it complete
+            if (turn == "main") == dist.is_main:
+                chosen = [record_pixel_demos(record_root, tasks=tasks, episodes=episodes, seed=seed,
+                                             image_size=image_size, num_joints=num_joints)]  # fmt: skip
+            if turn == "main":
+                barrier(dist)
+    demos = dataset_transitions(roots=chosen, tasks=tasks, image_size=image_size, amap=amap,
+                                n_step=n_step, gamma=gamma, max_episodes_per_task=episodes or None)  # fmt: skip
+    buf = PixelReplayBuffer(capacity=max(1, len(demos[REWARD])), image_size=(image_size, image_size),
+                            proprio_dim=2 * int(num_joints) + 2, action_dim=amap.dim)  # fmt: skip
+    buf.add_batch(**demos)
+    return buf

@@ -72,11 +72,12 @@ class OnlineWorlds:
 
     def __init__(
         self, *, env_cfg: Any, num_joints: int, n_step: int, gamma: float,
-        record_root: Path | None = None,
+        record_root: Path | None = None, world_offset: int = 0,
     ) -> None:  # fmt: skip
         from teamvla_data.sim import make_vector_env
 
         self.cfg, self.tasks = env_cfg, list(env_cfg.tasks)
+        self.world_offset = int(world_offset)  # rank x env.num_envs under torchrun, else 0
         self.pixels = env_cfg.obs_mode == "pixels"
         self.envs = make_vector_env(
             self.tasks, env_cfg.num_envs, obs_mode=env_cfg.obs_mode, render=self.pixels,
@@ -106,10 +107,12 @@ class OnlineWorlds:
         self.ep_return = np.zeros(self.num_envs)
 
     def reset(self, env_steps: int) -> None:
-        """Start every world on a fresh scene (seeds from ``env.seed`` and the transitions so far)."""
+        """Start every world on a fresh scene: world ``i`` from seed index ``env_steps +
+        world_offset + i`` of ``env.seed`` (``env_steps``: transitions so far, all ranks; a rank's
+        ``world_offset`` keeps its worlds' seeds apart from every other rank's)."""
         from teamvla_data.sim import episode_seed
 
-        base = ONLINE_SEED_OFFSET + env_steps
+        base = ONLINE_SEED_OFFSET + env_steps + self.world_offset
         seeds = [episode_seed(self.cfg.seed, t, base + i) for i, t in enumerate(self.envs.tasks)]
         self.raw, _ = self.envs.reset(seed=seeds)
         self.grip.reset()

@@ -16,6 +16,10 @@ shared encoder, so the actor's loss trains it then. ``separate``: the actor
 has its own encoder, trained by the actor's loss. The target critic is the
 Polyak copy of the Q heads, applied to the online encoder's features of the
 next observation (DrQ-v2). The next observation's features carry no gradient.
+
+``trainer.precision``: the update's encoder passes run under the engine's
+autocast (bf16 with ``auto`` on CUDA, or ``bf16`` asked for, as BC's forward
+passes do), and :func:`features_to_fp32` hands the heads fp32 features.
 """
 
 from __future__ import annotations
@@ -117,3 +121,12 @@ def encode_batch(
         with torch.no_grad():
             out[ACTOR_NEXT_OBS] = actor.encoder(batch[NEXT_OBS])  # (B, F)
     return out
+
+
+def features_to_fp32(batch: dict[str, Any]) -> dict[str, Any]:
+    """The feature tensors of :func:`encode_batch` (computed under a bf16/fp16 autocast) as fp32:
+    the heads, log-probabilities and TD targets stay in fp32 (``trainer.precision`` applies to the
+    encoders); the cast keeps the gradient path into the encoders."""
+    for key in (OBS, NEXT_OBS, ACTOR_OBS, ACTOR_NEXT_OBS):
+        batch[key] = batch[key].float()
+    return batch

@@ -10,10 +10,12 @@ The whole algorithm, top to bottom (config: the ``sac:`` and ``env:`` sections,
     each train_step (one engine step):
       act     env.num_envs worlds step once (algos/online.py, env.obs_mode): uniformly
               random actions for the first sac.warmup_steps transitions, then a ~ pi(.|s)
+              (torchrun: on every rank, its own worlds; transitions count all ranks)
       store   n-step transitions (s, a, R, s', terminated, k) into the online ring buffer
               (sac.n_step; R = sum_{i<k} gamma^i r_i; sac.replay_capacity)
-      update  sac.utd_ratio * env.num_envs times (once past the warm-up): a batch of
-              sac.batch_size, sac.demo_ratio of it from the demos (sample_mixed); pixels:
+      update  sac.utd_ratio * env.num_envs * ranks times (once past the warm-up): a batch of
+              sac.batch_size (split over the ranks, gradients averaged: one set of
+              networks), sac.demo_ratio of it from the demos (sample_mixed); pixels:
               random-shifted (sac.augment_shift) and encoded once (algos/pixel.py), then
                 critic       y = R + gamma^k (1 - done) (min_j Q'_j(s', a') - alpha log pi(a'|s')),
                              a' ~ pi(.|s');  L = sum_j mean (Q_j(s, a) - y)^2
@@ -181,7 +183,9 @@ class SoftActorCritic(ActorCriticBase):
         super().__init__(ctx, ctx.cfg.sac, data=data)
 
     def train_step(self) -> StepOutput:
-        """One batched env step into the replay, then utd_ratio * num_envs updates after warm-up."""
+        """One batched env step into the replay, then utd_ratio updates per transition (of all
+        ranks) after warm-up."""
+        self.begin_step()
         t0 = time.perf_counter()
         s, dev, before = self.s, self.ctx.device, self.env_steps
         self.collect(random=self.env_steps < s.warmup_steps)
@@ -190,7 +194,7 @@ class SoftActorCritic(ActorCriticBase):
         metrics = {k: torch.zeros((), device=dev) for k in ("loss", "actor_loss", "alpha_loss", "q", "entropy")}  # fmt: skip
         metrics["alpha"] = self.log_alpha.detach().exp()
         if self.env_steps >= max(s.warmup_steps, 1):
-            for _ in range(s.utd_ratio * self.worlds.num_envs):
+            for _ in range(self.updates_per_step()):
                 metrics = sac_update(
                     batch=self.update_batch(s.demo_ratio), actor=self.actor_head, critic=self.critic_head,
                     target_critic=self.target_critic, log_alpha=self.log_alpha,
@@ -199,13 +203,14 @@ class SoftActorCritic(ActorCriticBase):
                 )  # fmt: skip
                 self.updates += 1
         metrics.update(self.common_metrics())
-        out = StepOutput(metrics=metrics, samples=self.worlds.num_envs, data_time=t1 - t0,
+        out = StepOutput(metrics=metrics, samples=self.transitions_per_step(), data_time=t1 - t0,
                          compute_time=time.perf_counter() - t1)  # fmt: skip
         if s.eval_episodes_per_task and self.eval_due(before, last=self.env_steps >= s.env_steps):
             result = self.evaluate(s.eval_episodes_per_task)
             out.events.append({"event": "sac_eval", "env_steps": self.env_steps, **result})
+        self.end_step()
         return out
 
     def total_steps(self) -> int:
-        """Engine steps: ``ceil(sac.env_steps / env.num_envs)``."""
-        return -(-self.s.env_steps // self.env_cfg.num_envs)
+        """Engine steps: ``ceil(sac.env_steps / (env.num_envs x ranks))``."""
+        return -(-self.s.env_steps // self.transitions_per_step())

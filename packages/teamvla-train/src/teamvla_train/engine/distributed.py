@@ -69,3 +69,16 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait until every process arrives (no-op when not distributed)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def broadcast_(tensor: torch.Tensor, info: DistInfo, src: int = 0) -> torch.Tensor:
+    """Overwrite ``tensor`` with process ``src``'s (in place; identity when not distributed)."""
+    if info.enabled:
+        dist.broadcast(tensor, src=src)
+    return tensor
