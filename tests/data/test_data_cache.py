@@ -196,6 +196,10 @@ def test_chunks_of_image_streams_start_at_keyframes(tmp_path: Path, monkeypatch)
     assert ds.images is not None and ds.images.shift == 1 and set(ds.images.block) == {30}
     assert _same(_everything(ds), _everything(ref))  # lossless: bit-exact through any chunking
     assert ranges and all(start % 30 == 0 for start, _ in ranges), ranges
+    # The sampler's lanes fit however unequal the chunks are: its largest chunks together fit.
+    lanes = ds.images.resident_chunks(batch_size=8)
+    largest = np.sort(ds.images.cache.charge)[::-1]
+    assert lanes > 0 and largest[:lanes].sum() <= ds.images.cache.usable_bytes
     # Every step of every episode is in exactly one chunk, and its history frame in that chunk.
     assert ds.images.num_chunks == sum(-(-(n - 1) // 30) for n in lengths)
     for e, n in enumerate(lengths):

@@ -112,7 +112,11 @@ class DecodedImages:
             # of whole GOPs, each boundary ``overlap`` steps past a keyframe, make every chunk's
             # first frame a keyframe, so nothing is decoded in vain.
             self.shift = self.plan.overlap
-            whole_gops = (self.plan.steps // gop) * gop
+            # As many blocks per episode as equal blocks would take (so chunks stay about equal
+            # in size, which the sampler's lanes assume), each rounded to whole GOPs.
+            longest = int(self.lengths.max())
+            equal = -(-longest // -(-longest // self.plan.steps))
+            whole_gops = min(max(round(equal / gop), 1), self.plan.steps // gop) * gop
             per_episode = np.maximum(1, -(-(self.lengths - self.shift) // whole_gops))
             self.block = np.full(len(self.lengths), whole_gops, np.int64)
         else:
@@ -174,7 +178,10 @@ class DecodedImages:
 
     def resident_chunks(self, batch_size: int) -> int:
         """How many chunks the sampler may keep in use at once: what fits, less spare slots."""
-        fit = int(self.cache.usable_bytes // self.mean_chunk_bytes)
+        # As many of the largest chunks as fit: chunks of unequal sizes must never make the
+        # lanes outgrow the cache (they would evict each other and decode several times).
+        largest = np.sort(self.cache.charge)[::-1]
+        fit = int(np.searchsorted(np.cumsum(largest), self.cache.usable_bytes, side="right"))
         steps = max(1, round(float(self.lengths.sum()) / self.num_chunks))
         return fit - spare_slots(fit, steps, batch_size)
 
