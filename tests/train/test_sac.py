@@ -3,6 +3,7 @@ problem, and a short lift run through the engine that checkpoints and resumes.""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -277,6 +278,14 @@ def test_lift_state_run_checkpoints_and_resumes(tmp_path: Path) -> None:
     # The first half of the replay is the same experiment (restored, not re-collected).
     assert np.array_equal(sa["replay"]["obs"][:n], sb["replay"]["obs"][:n])
     assert np.array_equal(sa["replay"]["action"][:n], sb["replay"]["action"][:n])
+    # The data/online mix of the updates is logged: RLPD's symmetric 0.5 once updates run.
+    train_records = [
+        r for r in map(json.loads, (tmp_path / "full" / "metrics.jsonl").read_text().splitlines())
+        if r.get("split") == "train" and r.get("updates", 0) > 0
+    ]  # fmt: skip
+    # (a record averages its window, so the one that includes the warm-up shows less)
+    assert train_records[-1]["demo_fraction"] == 0.5
+    assert all(0 < r["demo_fraction"] <= 0.5 for r in train_records)
     evals = list(read_events(tmp_path / "full" / "metrics.jsonl", "sac_eval"))
     assert [e["env_steps"] for e in evals] == [80, 160, 200]
     print("lift evals:", evals)

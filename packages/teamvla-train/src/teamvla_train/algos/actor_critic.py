@@ -52,7 +52,7 @@ from teamvla_train.algos.online import (
     set_rng_state,
     to_device,
 )
-from teamvla_train.algos.replay import REWARD, ReplayBuffer, record_demos, sample_mixed
+from teamvla_train.algos.replay import REWARD, ReplayBuffer, demo_rows, record_demos, sample_mixed
 from teamvla_train.data import TrainData
 from teamvla_train.engine.checkpointing import CHECKPOINT_DIR, task_dir_name
 from teamvla_train.engine.optim import to_torch_tree
@@ -230,6 +230,8 @@ class ActorCriticBase:
         of them from the demos (RLPD); state vectors as tensors, or (pixels) random-shifted and
         encoded into features (under ``trainer.precision``'s autocast, features back in fp32)."""
         s, dev = self.s, self.ctx.device
+        n_demo = demo_rows(online=self.replay, demo=self.demo, n=self.rank_batch, demo_ratio=demo_ratio)  # fmt: skip
+        self.demo_fraction = n_demo / self.rank_batch  # the data/online mix, logged
         batch = sample_mixed(online=self.replay, demo=self.demo, n=self.rank_batch, demo_ratio=demo_ratio, rng=self.rng)  # fmt: skip
         if not self.pixels:
             return {k: torch.as_tensor(v, device=dev) for k, v in batch.items()}
@@ -246,7 +248,8 @@ class ActorCriticBase:
     def common_metrics(self) -> dict[str, torch.Tensor]:
         """Counters and online episode statistics as metric tensors."""
         dev = self.ctx.device
-        values = {"updates": float(self.updates), "env_steps": float(self.env_steps), **self.worlds.stats()}  # fmt: skip
+        values = {"updates": float(self.updates), "env_steps": float(self.env_steps),
+                  "demo_fraction": float(getattr(self, "demo_fraction", 0.0)), **self.worlds.stats()}  # fmt: skip
         return {k: torch.tensor(v, device=dev) for k, v in values.items()}
 
     def eval_due(self, steps_before: int, last: bool) -> bool:

@@ -133,6 +133,13 @@ class ReplayBuffer:
         self.pos, self.size, self.added = int(state["pos"]), size, int(state["added"])
 
 
+def demo_rows(*, online: Any, demo: Any | None, n: int, demo_ratio: float) -> int:
+    """How many of a mixed batch's ``n`` rows :func:`sample_mixed` draws from the demonstrations."""
+    if len(online) == 0:
+        return n
+    return round(n * demo_ratio) if demo is not None and len(demo) else 0
+
+
 def sample_mixed(
     *,
     online: Any,
@@ -147,9 +154,7 @@ def sample_mixed(
     :class:`~teamvla_train.algos.pixel_replay.PixelReplayBuffer`). With no (or an empty) demonstration buffer every row is online; with an
     empty online buffer every row is a demonstration.
     """
-    n_demo = round(n * demo_ratio) if demo is not None and len(demo) else 0
-    if len(online) == 0:
-        n_demo = n
+    n_demo = demo_rows(online=online, demo=demo, n=n, demo_ratio=demo_ratio)
     parts = []
     if n_demo:
         assert demo is not None
