@@ -326,3 +326,52 @@ def test_sac_init_from_loads_a_state_actor(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="hidden_dims"):
         SoftActorCritic(Context(cfg=bad, run_dir=tmp_path / "y", device=torch.device("cpu"),
                                 dist_info=DistInfo(), amp_dtype=None))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sac_killed_with_sigkill_resumes_the_same_experiment(tmp_path: Path) -> None:
+    # A real SIGKILL mid-run (not a clean stop): the resumed run finishes, and everything
+    # collected up to the checkpoint it resumed from is the same experiment as an
+    # uninterrupted run's (replay rows restored, not re-collected).
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from teamvla_train.engine.checkpointing import read_latest
+
+    overrides = [
+        "sac.env_steps=1000", "sac.warmup_steps=40", "sac.batch_size=32",
+        "sac.hidden_dims=[32,32]", "sac.demos_per_task=1", "sac.eval_episodes_per_task=0",
+        "sac.replay_capacity=4000", "env.num_envs=4", "sac.n_step=1", "trainer.log_every=50",
+        "trainer.ckpt_every=25",
+    ]  # fmt: skip
+
+    def command(out: Path, *extra: str) -> list[str]:
+        cfg = str(REPO / "configs" / "train_sac.yaml")
+        return [sys.executable, "-m", "teamvla_schema.cli", "train", "--config", cfg,
+                *overrides, "--out", str(out), "--no-progress", *extra]  # fmt: skip
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ref = subprocess.run(command(tmp_path / "ref"), capture_output=True, text=True, env=env, cwd=REPO, timeout=300)  # fmt: skip
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "victim"
+    victim = subprocess.Popen(command(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)  # fmt: skip
+    pointer = run / "checkpoints" / "lift" / "latest"
+    deadline = time.monotonic() + 240
+    while not pointer.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    latest = read_latest(pointer.parent)
+    assert latest is not None and 25 <= latest["step"] < 250
+    kept = int(_sac_state(run)["training_state"]["sac"]["replay"]["size"])
+    resumed = subprocess.run(command(run, "--resume", "auto"), capture_output=True, text=True, env=env, cwd=REPO, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    a = _sac_state(tmp_path / "ref")["training_state"]["sac"]
+    b = _sac_state(run)["training_state"]["sac"]
+    assert a["env_steps"] == b["env_steps"] == 1000
+    assert int(b["replay"]["size"]) == 1000 and kept >= 100
+    for key in ("obs", "action", "reward", "next_obs"):
+        assert np.array_equal(a["replay"][key][:kept], b["replay"][key][:kept]), key
