@@ -16,18 +16,9 @@ from teamvla_schema.checkpoint import load_checkpoint  # noqa: E402
 from teamvla_schema.config import load_config  # noqa: E402
 from teamvla_train.algos.awac import awac_update, awac_weights, q_target  # noqa: E402
 from teamvla_train.models.sac_nets import SquashedGaussianActor, TwinQ  # noqa: E402
-from train_testlib import REPO  # noqa: E402
+from train_testlib import REPO, one_torch_thread  # noqa: E402, F401
 
 T = torch.tensor
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny MLPs on a shared 2-core machine are slower with more."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_advantage_weights_hand_computed() -> None:

@@ -13,16 +13,7 @@ torch = pytest.importorskip("torch")
 
 from teamvla_schema import SchemaError  # noqa: E402
 from teamvla_schema.checkpoint import load_checkpoint  # noqa: E402
-from train_testlib import tiny_pixel_config  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny networks on a shared 2-core machine are slower with more."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from train_testlib import one_torch_thread, tiny_pixel_config  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")

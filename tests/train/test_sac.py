@@ -30,18 +30,9 @@ from teamvla_train.models.sac_nets import (  # noqa: E402
     TwinQ,
     squashed_log_prob,
 )
-from train_testlib import REPO  # noqa: E402
+from train_testlib import REPO, one_torch_thread  # noqa: E402, F401
 
 T = torch.tensor
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny MLPs on a shared 2-core machine are slower with more."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_critic_target_hand_computed() -> None:

@@ -17,16 +17,7 @@ from teamvla_schema import SchemaError  # noqa: E402
 from teamvla_schema.checkpoint import load_checkpoint  # noqa: E402
 from teamvla_train.algos.pixel_replay import PixelReplayBuffer, random_shift  # noqa: E402
 from teamvla_train.algos.replay import NStep, sample_mixed  # noqa: E402
-from train_testlib import tiny_pixel_config, write_tiny_dataset  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny networks on a shared 2-core machine are slower with more."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from train_testlib import one_torch_thread, tiny_pixel_config, write_tiny_dataset  # noqa: E402, F401
 
 
 def _obs(n: int, value: int, size: int = 4) -> dict:

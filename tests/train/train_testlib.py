@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from teamvla_schema import EpisodeWriter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,3 +167,15 @@ TINY_STATE_SAC = [
     "sac.eval_episodes_per_task=2", "eval.every_env_steps=40", "sac.replay_capacity=1000",
     "env.num_envs=2", "sac.n_step=1", "trainer.log_every=5",
 ]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Any:
+    """One torch thread for a module's tests (import it there: autouse): tiny actor-critic
+    networks on a shared 2-core machine are slower with more."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
