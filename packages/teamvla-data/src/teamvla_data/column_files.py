@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from teamvla_schema.atomic import read_regular
+from teamvla_schema.npy_header import read_array_header
 
 from teamvla_data.index import Skipped
 from teamvla_data.manifest import (
@@ -118,10 +119,7 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, data offset) from an .npy header."""
     with open(path, "rb") as fh:
         version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        shape, _, dtype = read_array_header(fh, version)
         return shape, dtype, fh.tell()
 
 

@@ -45,6 +45,7 @@ from teamvla_schema.episode_codec import (
 from teamvla_schema.errors import SchemaError
 from teamvla_schema.fields import FieldLayout, StepLayout, step_layout, validate_step
 from teamvla_schema.meta import EPISODE_FILE_VERSION, EpisodeMeta, validate_episode_meta
+from teamvla_schema.npy_header import read_array_header
 from teamvla_schema.zipwrite import encode_members, write_zip
 
 log = logging.getLogger(__name__)
@@ -713,10 +714,8 @@ def _member_data(
     with fh:
         try:
             version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            if version in ((1, 0), (2, 0)):
+                shape, fortran, dtype = read_array_header(fh, version)
             else:
                 raise SchemaError(
                     f"unsupported .npy format version {version}", path=path, field=name
