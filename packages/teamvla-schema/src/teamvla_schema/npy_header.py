@@ -1,7 +1,7 @@
 """Reading ``.npy`` array headers safely from several threads at once.
 
-numpy parses a header's dict with ``ast.literal_eval``. On CPython 3.11 before
-3.11.8 the AST converter keeps its recursion depth in per-interpreter state, so
+numpy parses a header's dict with ``ast.literal_eval``. On CPython 3.11 (seen on
+3.11.7) the AST converter keeps its recursion depth in per-interpreter state, so
 two threads parsing at once (one switched out mid-parse, e.g. by a garbage
 collection running Python code) can fail with ``SystemError: AST constructor
 recursion depth mismatch`` (CPython gh-106905). Episode readers inflate members
