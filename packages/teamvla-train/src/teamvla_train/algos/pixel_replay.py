@@ -39,6 +39,7 @@ import numpy as np
 from teamvla_data.batch import INSTRUCTION, RGB_A, RGB_B
 
 from teamvla_train.algos.replay import ACTION, DONE, NSTEPS, REWARD
+from teamvla_train.algos.ring import RingArrays
 from teamvla_train.models.pixel_nets import PIXEL_IMAGE_KEYS, PROPRIO
 
 #: Batch keys of the next observation's fields (``next_`` + the observation key).
@@ -52,15 +53,12 @@ PIXEL_FIELDS = (
 BATCH_IMAGE_KEYS = (*PIXEL_IMAGE_KEYS, *(NEXT + k for k in PIXEL_IMAGE_KEYS))
 
 
-class PixelReplayBuffer:
+class PixelReplayBuffer(RingArrays):
     """A ring of at most ``capacity`` pixel transitions (see the module docstring)."""
 
     def __init__(
         self, *, capacity: int, image_size: tuple[int, int], proprio_dim: int, action_dim: int
     ) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, received {capacity}")
-        self.capacity = capacity
         h, w = int(image_size[0]), int(image_size[1])
         shapes: dict[str, tuple[tuple[int, ...], Any]] = {
             RGB_A: ((h, w, 3), np.uint8), RGB_B: ((h, w, 3), np.uint8),
@@ -70,16 +68,9 @@ class PixelReplayBuffer:
         }  # fmt: skip
         for key in (*PIXEL_IMAGE_KEYS, PROPRIO):
             shapes[NEXT + key] = shapes[key]
-        # (C, ...) each; np.zeros maps untouched pages lazily, so an unfilled ring costs nothing
-        self.arrays = {k: np.zeros((capacity, *shape), dtype) for k, (shape, dtype) in shapes.items()}  # fmt: skip
+        super().__init__(capacity, shapes)
         self.instructions: list[str] = []  # id -> text
         self._ids: dict[str, int] = {}
-        self.pos = 0  # the row the next transition goes to
-        self.size = 0  # rows filled
-        self.added = 0  # transitions ever added
-
-    def __len__(self) -> int:
-        return self.size
 
     @property
     def bytes_per_transition(self) -> int:
@@ -109,54 +100,25 @@ class PixelReplayBuffer:
         }  # fmt: skip
         for key in (*PIXEL_IMAGE_KEYS, PROPRIO):
             values[key], values[NEXT + key] = obs[key], next_obs[key]
-        if n > self.capacity:  # only the newest capacity rows survive
-            values = {k: np.asarray(v)[n - self.capacity :] for k, v in values.items()}
-            self.added += n - self.capacity
-            n = self.capacity
-        rows = (self.pos + np.arange(n)) % self.capacity
-        for key, value in values.items():
-            self.arrays[key][rows] = value
-        self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-        self.added += n
+        self.write(values)
 
     def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """``n`` transitions drawn uniformly with replacement: uint8 images, the instruction texts."""
-        if self.size == 0:
-            raise ValueError("cannot sample from an empty replay buffer")
-        idx = rng.integers(0, self.size, size=n)
-        out = {key: arr[idx] for key, arr in self.arrays.items()}
+        out = self.draw(n, rng)
         out[INSTRUCTION] = np.array([self.instructions[i] for i in out[INSTRUCTION]], dtype=object)
         return out
 
     def state_dict(self) -> dict[str, Any]:
         """Counters, the instruction texts and the filled rows (uint8 images) for a checkpoint."""
-        state: dict[str, Any] = {
-            "capacity": self.capacity, "pos": self.pos, "size": self.size, "added": self.added,
-            "instructions": list(self.instructions),
-        }  # fmt: skip
-        state.update({key: arr[: self.size].copy() for key, arr in self.arrays.items()})
-        return state
+        return {**super().state_dict(), "instructions": list(self.instructions)}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(
+        self, state: Mapping[str, Any], *, defaults: Mapping[str, float] | None = None
+    ) -> None:
         """Restore :meth:`state_dict`; the capacity and the row shapes must match this buffer's."""
-        if int(state["capacity"]) != self.capacity:
-            raise ValueError(
-                f"replay capacity {state['capacity']} in the checkpoint, {self.capacity} configured"
-            )
-        size = int(state["size"])
-        for key, target in self.arrays.items():
-            value = np.asarray(state[key])
-            if value.shape != (size, *target.shape[1:]) or value.dtype != target.dtype:
-                raise ValueError(
-                    f"replay {key}: {value.dtype} {value.shape} in the checkpoint, expected "
-                    f"{target.dtype} {(size, *target.shape[1:])}"
-                )
-            target[:size] = value
-            target[size:] = 0
+        super().load_state_dict(state, defaults=defaults)
         self.instructions = [str(t) for t in state["instructions"]]
         self._ids = {t: i for i, t in enumerate(self.instructions)}
-        self.pos, self.size, self.added = int(state["pos"]), size, int(state["added"])
 
 
 def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from teamvla_train.algos.ring import RingArrays
+
 #: Batch keys of a transition (``add_batch`` arguments, sampled batches, update inputs).
 OBS, ACTION, REWARD, NEXT_OBS, DONE, NSTEPS = (
     "obs",
@@ -38,25 +40,27 @@ OBS, ACTION, REWARD, NEXT_OBS, DONE, NSTEPS = (
 FIELDS = (OBS, ACTION, REWARD, NEXT_OBS, DONE, NSTEPS)
 
 
-class ReplayBuffer:
+class ReplayBuffer(RingArrays):
     """A ring of at most ``capacity`` transitions (see the module docstring)."""
 
     def __init__(self, *, capacity: int, obs_dim: int, action_dim: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, received {capacity}")
-        self.capacity = capacity
-        self.obs = np.zeros((capacity, obs_dim), np.float32)  # (C, O)
-        self.action = np.zeros((capacity, action_dim), np.float32)  # (C, D)
-        self.reward = np.zeros((capacity,), np.float32)  # (C,)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)  # (C, O)
-        self.done = np.zeros((capacity,), bool)  # (C,)
-        self.nsteps = np.ones((capacity,), np.float32)  # (C,) k of a k-step transition: gamma**k
-        self.pos = 0  # the row the next transition goes to
-        self.size = 0  # rows filled
-        self.added = 0  # transitions ever added
-
-    def __len__(self) -> int:
-        return self.size
+        super().__init__(capacity, {
+            OBS: ((obs_dim,), np.float32), ACTION: ((action_dim,), np.float32),
+            REWARD: ((), np.float32), NEXT_OBS: ((obs_dim,), np.float32), DONE: ((), bool),
+            NSTEPS: ((), np.float32),  # k of a k-step transition: gamma**k
+        })  # fmt: skip
+        self.arrays[NSTEPS][:] = 1.0
+        # The fields as attributes too, (C, ...) each: the same arrays, written in place.
+        self.obs, self.action, self.reward = (
+            self.arrays[OBS],
+            self.arrays[ACTION],
+            self.arrays[REWARD],
+        )
+        self.next_obs, self.done, self.nsteps = (
+            self.arrays[NEXT_OBS],
+            self.arrays[DONE],
+            self.arrays[NSTEPS],
+        )
 
     def add_batch(
         self,
@@ -74,63 +78,20 @@ class ReplayBuffer:
         of an n-step transition, whose ``reward`` is already the discounted sum.
         """
         n = len(reward)
-        values = {
-            OBS: obs,
-            ACTION: action,
-            REWARD: reward,
-            NEXT_OBS: next_obs,
-            DONE: done,
+        self.write({
+            OBS: obs, ACTION: action, REWARD: reward, NEXT_OBS: next_obs, DONE: done,
             NSTEPS: np.ones(n, np.float32) if nsteps is None else nsteps,
-        }
-        if n > self.capacity:  # only the newest capacity rows survive
-            values = {k: np.asarray(v)[n - self.capacity :] for k, v in values.items()}
-            self.added += n - self.capacity
-            n = self.capacity
-        rows = (self.pos + np.arange(n)) % self.capacity
-        for key, value in values.items():
-            getattr(self, key)[rows] = value
-        self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-        self.added += n
+        })  # fmt: skip
 
     def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """``n`` transitions drawn uniformly with replacement (each field with a leading ``n`` axis)."""
-        if self.size == 0:
-            raise ValueError("cannot sample from an empty replay buffer")
-        idx = rng.integers(0, self.size, size=n)
-        return {key: getattr(self, key)[idx] for key in FIELDS}
+        return self.draw(n, rng)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Counters and the filled rows (numpy arrays) for a checkpoint."""
-        state: dict[str, Any] = {
-            "capacity": self.capacity,
-            "pos": self.pos,
-            "size": self.size,
-            "added": self.added,
-        }
-        state.update({key: getattr(self, key)[: self.size].copy() for key in FIELDS})
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the capacity and the row shapes must match this buffer's."""
-        if int(state["capacity"]) != self.capacity:
-            raise ValueError(
-                f"replay capacity {state['capacity']} in the checkpoint, {self.capacity} configured"
-            )
-        size = int(state["size"])
-        for key in FIELDS:
-            if key == NSTEPS and key not in state:  # a checkpoint from before n-step returns
-                self.nsteps[:] = 1.0
-                continue
-            value = np.asarray(state[key])
-            target = getattr(self, key)
-            if value.shape != (size, *target.shape[1:]):
-                raise ValueError(
-                    f"replay {key}: shape {value.shape} in the checkpoint, expected {(size, *target.shape[1:])}"
-                )
-            target[:size] = value
-            target[size:] = 0
-        self.pos, self.size, self.added = int(state["pos"]), size, int(state["added"])
+    def load_state_dict(
+        self, state: Mapping[str, Any], *, defaults: Mapping[str, float] | None = None
+    ) -> None:
+        """Restore :meth:`state_dict`; a checkpoint from before n-step returns has ``k = 1``."""
+        super().load_state_dict(state, defaults={NSTEPS: 1.0, **(defaults or {})})
 
 
 def demo_rows(*, online: Any, demo: Any | None, n: int, demo_ratio: float) -> int:
