@@ -48,9 +48,9 @@ from teamvla_schema import (
 from teamvla_schema.atomic import is_temporary
 from teamvla_schema.cli import main
 
-HAVE_AV = importlib.util.find_spec("av") is not None
-#: Tests that encode or decode need PyAV (teamvla-schema[video]); the rest run without it,
-#: as in the schema-alone nox session.
+HAVE_AV = all(importlib.util.find_spec(m) is not None for m in ("av", "zstandard"))
+#: Tests that encode or decode need the codec extra (teamvla-schema[video]: PyAV and
+#: zstandard); the rest run without it, as in the schema-alone nox session.
 needs_av = pytest.mark.skipif(not HAVE_AV, reason='needs PyAV: pip install "teamvla-schema[video]"')
 
 EXTRA = 'pip install "teamvla-schema[video]"'
@@ -127,6 +127,98 @@ def test_lossless_round_trip_is_bit_exact_through_every_reader(lossless_file, st
         assert step["instruction"] == steps[i]["instruction"]
     header = validate_episode_file(lossless_file)
     assert set(header.encodings) == {"rgb_a", "rgb_b"}
+
+
+@needs_av
+def test_read_frames_reads_only_the_groups_it_decodes(tmp_path) -> None:
+    from teamvla_schema.codecs import _predictive_stream
+
+    steps = camera_steps(t=40, size=16)  # two groups of frames (gop 30): 0..29 and 30..39
+    path = write_episode(tmp_path, steps, image_codec="lossless")
+    with zipfile.ZipFile(path) as zf:
+        member = io.BytesIO(zf.read("rgb_a.npy"))
+    stream = np.load(member, allow_pickle=False).tobytes()
+    parsed = _predictive_stream.parse(stream, (40, 16, 16, 3))
+    blob = bytearray(path.read_bytes())
+    at = blob.find(stream[:256])
+    assert at > 0 and blob.find(stream[:256], at + 1) == -1
+    blob[at + int(parsed.offsets[1]) + 3] ^= 0xFF  # inside group 0's residuals
+    path.write_bytes(bytes(blob))
+    # Group 1 alone is read, and its CRC-32 holds: the frames come back exactly.
+    want = stacked(steps, "rgb_a")
+    np.testing.assert_array_equal(read_frames(path, "rgb_a", 30, 40), want[30:40])
+    np.testing.assert_array_equal(read_frames(path, "rgb_b", 0, 40), stacked(steps, "rgb_b"))
+    for read in (
+        lambda: read_frames(path, "rgb_a", 0, 5),
+        lambda: read_frames(path, "rgb_a", 25, 35),
+        lambda: read_episode(path),
+        lambda: validate_episode_file(path),
+    ):
+        with pytest.raises(SchemaError) as info:
+            read()
+        assert path.name in str(info.value) and "rgb_a" in str(info.value)
+
+
+def test_read_frames_decodes_into_an_array_the_caller_owns(tmp_path) -> None:
+    steps = camera_steps(t=40, size=16)
+    path = write_episode(tmp_path, steps, image_codec="lossless")
+    want = stacked(steps, "rgb_a")
+    out = np.zeros((12, 16, 16, 3), np.uint8)
+    assert read_frames(path, "rgb_a", 25, 37, out=out) is out  # across a group boundary
+    np.testing.assert_array_equal(out, want[25:37])
+    joints = np.zeros((5, *steps[0]["q_a"].shape), np.float32)  # a plain field too
+    assert read_frames(path, "q_a", 3, 8, out=joints) is joints
+    np.testing.assert_array_equal(joints, stacked(steps, "q_a")[3:8])
+    with pytest.raises(SchemaError) as info:  # frames of another size: names file and field
+        read_frames(path, "rgb_a", 0, 12, out=np.zeros((12, 8, 8, 3), np.uint8))
+    assert path.name in str(info.value) and "rgb_a" in str(info.value)
+    frozen = np.zeros((12, 16, 16, 3), np.uint8)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        read_frames(path, "rgb_a", 0, 12, out=frozen)
+
+
+def test_read_frames_notices_a_file_replaced_or_rewritten_since(tmp_path) -> None:
+    import os
+    import shutil
+
+    first = camera_steps(t=40, size=16)
+    second = [{**s, "rgb_a": s["rgb_b"], "rgb_b": s["rgb_a"]} for s in first]  # other frames
+    a = write_episode(tmp_path / "a", first, image_codec="lossless")
+    b = write_episode(tmp_path / "b", second, image_codec="lossless")
+    np.testing.assert_array_equal(read_frames(a, "rgb_a", 30, 40), stacked(first, "rgb_a")[30:40])
+    # Replaced by rename (another inode), as a writer does: the new file's frames.
+    shutil.copyfile(b, tmp_path / "b.tmp")
+    os.replace(tmp_path / "b.tmp", a)
+    np.testing.assert_array_equal(read_frames(a, "rgb_a", 30, 40), stacked(second, "rgb_a")[30:40])
+    # Rewritten in place (the same inode) with other bytes: parsed again, not the old places.
+    a.write_bytes(write_episode(tmp_path / "c", camera_steps(t=12, size=16)).read_bytes())
+    st = os.stat(a)
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(IndexError):  # 12 steps now
+        read_frames(a, "rgb_a", 30, 40)
+
+
+def test_a_file_range_reads_on_demand_and_refuses_bytes_past_the_end(tmp_path) -> None:
+    import os
+
+    from teamvla_schema.codecs.file_range import FileRange
+
+    path = tmp_path / "bytes"
+    path.write_bytes(bytes(range(200)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = FileRange(fd, 50, 100)
+        assert len(data) == 100
+        assert data[:4] == bytes([50, 51, 52, 53])
+        assert data[90:] == bytes(range(140, 150))
+        assert data[10:10] == b"" and data[-2:] == bytes([148, 149])
+        with pytest.raises(SchemaError, match="past the end"):
+            FileRange(fd, 150, 100)[40:60]
+        with pytest.raises(TypeError):
+            data[3]  # type: ignore[index]
+    finally:
+        os.close(fd)
 
 
 @needs_av
@@ -209,7 +301,7 @@ def test_metadata_and_members_of_an_encoded_file(lossless_file, video_file) -> N
         assert names[0] == "__meta__.npy" and "rgb_a.npy" in names and "q_a.npy" in names
         assert info.compress_type == zipfile.ZIP_STORED  # a codec stream is not deflated again
         assert stream.dtype == np.uint8 and stream.shape == (entry["bytes"],)
-        assert stream[:4].tobytes() == b"TVSQ"
+        assert stream[:4].tobytes() == (b"TVLL" if codec == "lossless" else b"TVSQ")
         with np.load(path, allow_pickle=False) as npz:  # still a plain, pickle-free npz
             assert set(npz.files) >= {"__meta__", "rgb_a", "q_a"}
         header = read_episode_meta(path)
@@ -290,19 +382,33 @@ def test_bad_codec_arguments_are_refused_up_front(tmp_path, kwargs, message) -> 
 # --------------------------------------------------------------------------- missing PyAV
 
 
-@pytest.fixture
-def no_av(monkeypatch):
-    """Make ``import av`` fail, as if PyAV were not installed."""
+def block_imports(monkeypatch, *blocked: str) -> None:
+    """Make ``import`` of the ``blocked`` modules fail, as if they were not installed."""
     real_import = builtins.__import__
 
+    def is_blocked(module: str) -> bool:
+        return any(module == b or module.startswith(b + ".") for b in blocked)
+
     def fake_import(module, *args, **kwargs):
-        if module == "av" or module.startswith("av."):
-            raise ImportError("No module named 'av'")
+        if is_blocked(module):
+            raise ImportError(f"No module named {module!r}")
         return real_import(module, *args, **kwargs)
 
-    for name in [m for m in sys.modules if m == "av" or m.startswith("av.")]:
+    for name in [m for m in sys.modules if is_blocked(m)]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+@pytest.fixture
+def no_codec_deps(monkeypatch):
+    """Neither PyAV nor zstandard installed: no codec can encode or decode."""
+    block_imports(monkeypatch, "av", "zstandard")
+
+
+@pytest.fixture
+def no_av(monkeypatch):
+    """PyAV not installed (zstandard is)."""
+    block_imports(monkeypatch, "av")
 
 
 def one_line(exc: BaseException) -> str:
@@ -339,7 +445,9 @@ def encoded_file(tmp_path) -> Path:
     return write_zip(tmp_path / "crafted.npz", members)
 
 
-def test_missing_pyav_reading_names_the_file_and_the_extra(encoded_file, no_av) -> None:
+def test_missing_codec_deps_reading_names_the_file_and_the_extra(
+    encoded_file, no_codec_deps
+) -> None:
     lossless_file = encoded_file
     for read in (
         lambda: read_episode(lossless_file),
@@ -357,7 +465,7 @@ def test_missing_pyav_reading_names_the_file_and_the_extra(encoded_file, no_av) 
     assert read_frames(lossless_file, "q_a", 0, 3).shape == (3, 7)
 
 
-def test_missing_pyav_writing_fails_before_recording(tmp_path, no_av) -> None:
+def test_missing_codec_deps_writing_fails_before_recording(tmp_path, no_codec_deps) -> None:
     for codec in IMAGE_CODECS:
         with pytest.raises(ImportError) as info:
             EpisodeWriter(tmp_path / "root", image_codec=codec)
@@ -376,6 +484,38 @@ def test_missing_pyav_writing_fails_before_recording(tmp_path, no_av) -> None:
         read_episode(write_episode(tmp_path / "plain", make_steps(2, h=8, w=8))).meta.num_steps == 2
     )
     assert not (tmp_path / "x.npz").exists()
+
+
+@needs_av
+def test_lossless_needs_no_pyav_and_older_x264_files_still_read(tmp_path, monkeypatch) -> None:
+    from teamvla_schema.codecs import lossless
+
+    steps = camera_steps()
+    older = write_episode(tmp_path / "older", steps, image_codec="lossless")
+    # A file as teamvla-schema 0.1.0 wrote it: the same layout with x264 lossless streams.
+    doc = meta_doc(older)
+    members = npz_members(older)
+    for name in ("rgb_a", "rgb_b"):
+        frames = np.stack([step[name] for step in steps])
+        stream = lossless.encode_x264(frames, gop=30)
+        members[f"{name}.npy"] = npy_bytes(np.frombuffer(stream, np.uint8))
+        doc["encodings"][name].update(params={"gop": 30, "preset": "medium"}, bytes=len(stream))
+    members["__meta__.npy"] = meta_npy(doc)
+    older = write_zip(tmp_path / "older.npz", members)
+    back = read_episode(older)
+    for name in ("rgb_a", "rgb_b"):
+        np.testing.assert_array_equal(back.arrays[name], np.stack([s[name] for s in steps]))
+    validate_episode_file(older)
+
+    block_imports(monkeypatch, "av")
+    path = write_episode(tmp_path / "new", steps, image_codec="lossless")
+    np.testing.assert_array_equal(
+        read_episode(path).arrays["rgb_a"], np.stack([s["rgb_a"] for s in steps])
+    )
+    with pytest.raises(ImportError) as info:  # the older streams need PyAV's H.264 decoder
+        read_episode(older)
+    text = one_line(info.value)
+    assert EXTRA in text and str(older) in text and "rgb_a" in text
 
 
 # --------------------------------------------------------------------------- atomicity

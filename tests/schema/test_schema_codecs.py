@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from teamvla_schema import SchemaError
-from teamvla_schema.codecs import available_codecs, get_codec
+from teamvla_schema.codecs import available_codecs, get_codec, lossless
 
 av = pytest.importorskip("av")
 
@@ -116,7 +116,8 @@ def test_fast_pixel_conversion_equals_pyav_per_frame_conversion(
         monkeypatch.setattr(_pixels.RgbConverter, "stacking_is_exact", lambda self, w, h: False)
     codec = get_codec(name)
     frames = camera_frames(*shape[:3], seed=3)
-    data = codec.encode(frames, gop=30)
+    # lossless: the x264 streams of teamvla-schema 0.1.0, which files may still hold.
+    data = codec.encode(frames, gop=30) if name == "video" else lossless.encode_x264(frames)
     reference = reference_decode(data, shape)
     np.testing.assert_array_equal(codec.decode(data, shape=shape), reference)
     t = shape[0]
@@ -219,7 +220,11 @@ def test_check_params_refuses_bad_values(name, params, message) -> None:
 def test_check_params_fills_in_the_defaults() -> None:
     assert get_codec("video").check_params({}) == {"crf": 30, "gop": 30, "preset": 8}
     assert get_codec("video").check_params({"preset": None})["preset"] is None
-    assert get_codec("lossless").check_params({"gop": 7}) == {"gop": 7, "preset": "medium"}
+    assert get_codec("lossless").check_params({}) == {"gop": 30}
+    assert get_codec("lossless").check_params({"gop": 7}) == {"gop": 7}
+    # What x264 streams of teamvla-schema 0.1.0 record stays readable.
+    older = {"gop": 7, "preset": "medium"}
+    assert get_codec("lossless").check_params(older) == older
 
 
 def test_encode_rejects_bad_frames() -> None:
@@ -240,21 +245,27 @@ def test_registry() -> None:
         get_codec("gif")
 
 
-@pytest.mark.parametrize("name", ["lossless", "video"])
-def test_missing_pyav_gives_a_one_line_import_error_naming_the_extra(name, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("name", "dependency", "said"),
+    [("lossless", "zstandard", "zstandard"), ("video", "av", "PyAV")],
+)
+def test_a_missing_dependency_gives_a_one_line_import_error_naming_the_extra(
+    name, dependency, said, monkeypatch
+) -> None:
     real_import = builtins.__import__
 
-    def no_av(module, *args, **kwargs):
-        if module == "av" or module.startswith("av."):
-            raise ImportError("No module named 'av'")
+    def blocked(module, *args, **kwargs):
+        if module == dependency or module.startswith(dependency + "."):
+            raise ImportError(f"No module named {dependency!r}")
         return real_import(module, *args, **kwargs)
 
-    monkeypatch.delitem(sys.modules, "av")
-    monkeypatch.setattr(builtins, "__import__", no_av)
+    monkeypatch.delitem(sys.modules, dependency, raising=False)
+    monkeypatch.setattr(builtins, "__import__", blocked)
     with pytest.raises(ImportError) as info:
         get_codec(name)
     message = str(info.value)
     assert "teamvla-schema[video]" in message and "\n" not in message
+    assert said in message
 
 
 def test_teamvla_schema_imports_without_av() -> None:

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import stat
+import struct
 import warnings
 import zipfile
 import zlib
@@ -32,6 +33,7 @@ from typing import IO, Any
 import numpy as np
 
 from teamvla_schema.atomic import atomic_write, file_kind, is_temporary, open_regular
+from teamvla_schema.codecs.file_range import FileRange
 from teamvla_schema.episode_codec import (
     CodecChoice,
     FieldEncoding,
@@ -40,12 +42,14 @@ from teamvla_schema.episode_codec import (
     decode_field_range,
     encode_image_fields,
     parse_encodings,
+    reads_ranges,
     writer_codec,
 )
 from teamvla_schema.errors import SchemaError
 from teamvla_schema.fields import FieldLayout, StepLayout, step_layout, validate_step
 from teamvla_schema.meta import EPISODE_FILE_VERSION, EpisodeMeta, validate_episode_meta
 from teamvla_schema.npy_header import read_array_header
+from teamvla_schema.stream_places import StreamPlaces
 from teamvla_schema.zipwrite import encode_members, write_zip
 
 log = logging.getLogger(__name__)
@@ -628,8 +632,8 @@ _CORRUPT = (
 
 
 @contextlib.contextmanager
-def _open_npz(path: Path) -> Iterator[tuple[zipfile.ZipFile, int]]:
-    """The episode file as a zip archive, plus its size; only regular files are opened."""
+def _opened(path: Path) -> Iterator[tuple[IO[bytes], os.stat_result]]:
+    """The episode file opened for reading, plus its ``fstat``; only regular files are opened."""
     try:
         fh, st = open_regular(path)
     except OSError as exc:
@@ -637,26 +641,39 @@ def _open_npz(path: Path) -> Iterator[tuple[zipfile.ZipFile, int]]:
     with fh:
         if st.st_size == 0:
             raise SchemaError("empty file (0 bytes); expected a TeamVLA episode .npz", path=path)
-        try:
-            magic = fh.read(4)
-            fh.seek(0)
-        except OSError as exc:
-            raise SchemaError(f"cannot read episode file: {exc.strerror}", path=path) from None
-        if magic != b"PK\x03\x04":
-            raise SchemaError(f"not an npz (zip) file (starts with {magic!r})", path=path)
-        try:
-            zf = zipfile.ZipFile(fh, "r")
-        except (
-            zipfile.BadZipFile,
-            zipfile.LargeZipFile,
-            OSError,
-            ValueError,
-            EOFError,
-            NotImplementedError,
-        ) as exc:
-            raise SchemaError(f"truncated or corrupt npz file: {exc}", path=path) from None
-        with zf:
-            yield zf, st.st_size
+        yield fh, st
+
+
+@contextlib.contextmanager
+def _zip_of(fh: IO[bytes], path: Path) -> Iterator[zipfile.ZipFile]:
+    """The open episode file as a zip archive (the caller keeps ``fh`` open)."""
+    try:
+        magic = fh.read(4)
+        fh.seek(0)
+    except OSError as exc:
+        raise SchemaError(f"cannot read episode file: {exc.strerror}", path=path) from None
+    if magic != b"PK\x03\x04":
+        raise SchemaError(f"not an npz (zip) file (starts with {magic!r})", path=path)
+    try:
+        zf = zipfile.ZipFile(fh, "r")
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,
+    ) as exc:
+        raise SchemaError(f"truncated or corrupt npz file: {exc}", path=path) from None
+    with zf:
+        yield zf
+
+
+@contextlib.contextmanager
+def _open_npz(path: Path) -> Iterator[tuple[zipfile.ZipFile, int]]:
+    """The episode file as a zip archive, plus its size; only regular files are opened."""
+    with _opened(path) as (fh, st), _zip_of(fh, path) as zf:
+        yield zf, st.st_size
 
 
 def _member_names(zf: zipfile.ZipFile) -> set[str]:
@@ -1006,36 +1023,165 @@ def read_episode(path: str | os.PathLike[str], fields: Sequence[str] | None = No
 
 
 def read_frames(
-    path: str | os.PathLike[str], field: str, start: int = 0, stop: int | None = None
+    path: str | os.PathLike[str],
+    field: str,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Steps ``start:stop`` of one field (``stop=None``: to the end), e.g. camera frames.
 
     Random access without reading the rest of the file: for a field stored as a
-    codec stream only its stream is read, and decoding starts at the nearest
+    codec stream only its stream is read (for a ``lossless`` stream, only the
+    keyframe groups that hold the range), and decoding starts at the nearest
     keyframe at or before ``start`` (at most ``gop - 1`` frames are decoded in
     vain); any other field's member alone is inflated, keeping only the rows
     asked for (and its CRC-32 is still verified). Requires
     ``0 <= start <= stop <= T`` (``IndexError`` otherwise); the result has the
-    dtype and per-step shape of ``read_episode(path).arrays[field]``.
+    dtype and per-step shape of ``read_episode(path).arrays[field]``. With
+    ``out`` (an array of exactly that dtype and shape, C-contiguous and
+    writeable) the rows are written into it and it is returned: a loader
+    decodes straight into its cache that way.
+
+    Where a stream lies in a file is remembered per file version
+    (:mod:`teamvla_schema.stream_places`), so reading the same file again
+    skips parsing its directory and metadata.
     """
     path = Path(path)
-    with _open_npz(path) as (zf, size):
-        header = _header_from_npz(zf, path, size)
-        if field not in header.fields:
-            raise _no_such_field(header, field)
-        num_steps = header.meta.num_steps
-        stop = num_steps if stop is None else stop
-        if not (_is_int(start) and _is_int(stop) and 0 <= start <= stop <= num_steps):
-            raise IndexError(
-                f"{path}: field {field!r}: steps {start!r}:{stop!r} are outside 0:{num_steps}"
-            )
-        enc = header.encodings.get(field)
-        if enc is not None:
-            if start == stop:
-                return np.empty((0, *enc.shape[1:]), np.uint8)
-            data = _load_member(zf, field, path, size, _expected(header, field))
-            return decode_field_range(data, enc, start, stop, path, field)
-        return _load_rows(zf, field, header, start, stop)
+    with _opened(path) as (fh, st):
+        known = _STREAM_PLACES.get(st, field)
+        if known is not None:
+            header, (offset, size) = known
+            place = FileRange(fh.fileno(), offset, size)
+            return _decode_steps(header, field, place, start, stop, out, path)
+        with _zip_of(fh, path) as zf:
+            header = _header_from_npz(zf, path, st.st_size)
+            if field not in header.fields:
+                raise _no_such_field(header, field)
+            enc = header.encodings.get(field)
+            if enc is None:
+                first, last = _step_range(header, field, start, stop, path)
+                return _into(out, _load_rows(zf, field, header, first, last), path, field, first)
+            expected = _expected(header, field)
+            if reads_ranges(enc, path, field):
+                stream = _stored_stream(zf, field, path, st.st_size, expected)
+                if stream is not None:
+                    _STREAM_PLACES.put(st, field, header, (stream.offset, stream.size))
+                    return _decode_steps(header, field, stream, start, stop, out, path)
+            data = _load_member(zf, field, path, st.st_size, expected)
+            return _decode_steps(header, field, data, start, stop, out, path)
+
+
+_STREAM_PLACES = StreamPlaces()
+
+
+def _step_range(
+    header: EpisodeHeader, field: str, start: Any, stop: Any, path: Path
+) -> tuple[int, int]:
+    num_steps = header.meta.num_steps
+    stop = num_steps if stop is None else stop
+    if not (_is_int(start) and _is_int(stop) and 0 <= start <= stop <= num_steps):
+        raise IndexError(
+            f"{path}: field {field!r}: steps {start!r}:{stop!r} are outside 0:{num_steps}"
+        )
+    return int(start), int(stop)
+
+
+def _decode_steps(
+    header: EpisodeHeader,
+    field: str,
+    data: np.ndarray | FileRange,
+    start: Any,
+    stop: Any,
+    out: np.ndarray | None,
+    path: Path,
+) -> np.ndarray:
+    """Steps ``start:stop`` of the encoded ``field`` decoded from its stream ``data``."""
+    first, last = _step_range(header, field, start, stop, path)
+    enc = header.encodings[field]
+    if out is not None:
+        _check_out(out, np.dtype(np.uint8), (last - first, *enc.shape[1:]), path, field, first)
+    if first == last:
+        return _into(out, np.empty((0, *enc.shape[1:]), np.uint8), path, field, first)
+    return decode_field_range(data, enc, first, last, path, field, out=out)
+
+
+def _check_out(
+    out: np.ndarray,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    path: Path,
+    field: str,
+    step: int,
+) -> None:
+    """``out`` must be a writeable C-contiguous array of the rows' dtype and shape.
+
+    A wrong kind of ``out`` is the caller's error (``ValueError``); a dtype or
+    shape other than the file holds is reported as a :class:`SchemaError`
+    naming the file, field and first step, as a reader expecting other frames
+    would want to see it.
+    """
+    if not isinstance(out, np.ndarray) or not out.flags.writeable or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a writeable C-contiguous numpy array, got {type(out)}")
+    if out.dtype != dtype or out.shape != shape:
+        raise SchemaError(
+            f"expected {out.dtype}{list(out.shape)} (the out array), the file holds "
+            f"{dtype}{list(shape)} for these steps",
+            path=path,
+            field=field,
+            step=step,
+        )
+
+
+def _into(
+    out: np.ndarray | None, rows: np.ndarray, path: Path, field: str, step: int
+) -> np.ndarray:
+    """``rows``, or ``out`` holding a copy of them (see :func:`_check_out`)."""
+    if out is None:
+        return rows
+    _check_out(out, rows.dtype, rows.shape, path, field, step)
+    out[...] = rows
+    return out
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+
+
+def _stored_stream(
+    zf: zipfile.ZipFile,
+    name: str,
+    path: Path,
+    file_size: int,
+    expected: tuple[str, tuple[int, ...]],
+) -> FileRange | None:
+    """Where a stored (not deflated) stream member's bytes lie in the open file, or ``None``.
+
+    The member's ``.npy`` header is checked as for any read (:func:`_member_data`);
+    the stream is then read on demand, so a frame range reads only the parts
+    that hold it. Those parts carry their own CRC-32s, checked by the codec
+    (the zip entry's CRC-32 covers the whole member and is checked by
+    :func:`validate_episode_file`).
+    """
+    info = zf.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED or zf.fp is None:
+        return None
+    with _member_data(zf, name, path, file_size, expected) as (fh, shape, dtype, _):
+        npy_header = fh.tell()
+    fd = zf.fp.fileno()
+    local = os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
+    if len(local) != _LOCAL_HEADER.size or local[:4] != b"PK\x03\x04":
+        raise SchemaError("corrupt zip local header", path=path, field=name)
+    *_, name_len, extra_len = _LOCAL_HEADER.unpack(local)
+    start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + npy_header
+    nbytes = math.prod(shape) * dtype.itemsize
+    if start + nbytes > file_size:
+        raise SchemaError(
+            f"member data ends past the end of the file ({start + nbytes} > {file_size} bytes)",
+            path=path,
+            field=name,
+        )
+    return FileRange(fd, start, nbytes)
 
 
 def _is_int(value: Any) -> bool:

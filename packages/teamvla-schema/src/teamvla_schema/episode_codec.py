@@ -12,8 +12,8 @@ top-level ``encodings`` table says, per encoded field, how to decode it.
 This module holds what encoding adds to the file format: the metadata entry
 (:class:`FieldEncoding`), encoding at write time (threads; PSNR measured for lossy
 codecs), checking the metadata of a file read (nothing decoded), and decoding with
-errors that name the file and field. Only :mod:`teamvla_schema.codecs` needs PyAV, and
-only when a stream is encoded or decoded.
+errors that name the file and field. Only :mod:`teamvla_schema.codecs` needs the codec
+extra (PyAV, zstandard), and only when a stream is encoded or decoded.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ from teamvla_schema.codecs import (
     codec_module,
     get_codec,
 )
-from teamvla_schema.codecs._guard import EXTRA_HINT
-from teamvla_schema.codecs._stream import stream_params
+from teamvla_schema.codecs.file_range import FileRange
 from teamvla_schema.errors import SchemaError
 from teamvla_schema.fields import KNOWN_FIELDS, FieldLayout
 
@@ -69,7 +68,7 @@ MAX_CODEC_RATIO = 1 << 16
 MAX_FRAME_PIXELS = 1 << 24
 #: Frames decoded at a time when a field is checked or its PSNR measured (bounded memory).
 _CHECK_CHUNK_BYTES = 4 << 20
-#: At most this many fields are encoded at once (PyAV releases the GIL while encoding).
+#: At most this many fields are encoded at once (the encoders release the GIL for most of their work).
 _MAX_ENCODE_THREADS = 4
 
 _ENTRY_KEYS = frozenset({"codec", "params", "shape", "dtype", "bytes"})
@@ -154,11 +153,8 @@ def writer_codec(
     params = module.check_params(wanted)  # ValueError names the codec and the bad value
     try:
         module.require()
-    except ImportError:
-        raise ImportError(
-            f"{os.fspath(where)}: image_codec={image_codec!r} needs PyAV, which is not "
-            f"installed: {EXTRA_HINT}"
-        ) from None
+    except ImportError as exc:  # names the missing module and the extra, in one line
+        raise ImportError(f"{os.fspath(where)}: image_codec={image_codec!r}: {exc}") from None
     return image_codec, params
 
 
@@ -345,11 +341,13 @@ def _codec_for(enc: FieldEncoding, path: Path, name: str) -> Codec:
     """The codec of a field read from ``path``; a one-line ImportError naming file and extra."""
     try:
         return get_codec(enc.codec)
-    except ImportError:
-        raise ImportError(
-            f"{path}: field {name!r} is stored with the {enc.codec!r} codec, which needs PyAV "
-            f"(not installed): {EXTRA_HINT}"
-        ) from None
+    except ImportError as exc:
+        raise _missing(exc, enc, path, name) from None
+
+
+def _missing(exc: ImportError, enc: FieldEncoding, path: Path, name: str) -> ImportError:
+    """``exc`` (a missing codec dependency; it names the extra) with the file and field."""
+    return ImportError(f"{path}: field {name!r} is stored with the {enc.codec!r} codec: {exc}")
 
 
 def _named(exc: SchemaError, path: Path, name: str) -> SchemaError:
@@ -363,17 +361,38 @@ def decode_field(data: np.ndarray, enc: FieldEncoding, path: Path, name: str) ->
         return codec.decode(data.tobytes(), shape=enc.shape)
     except SchemaError as exc:
         raise _named(exc, path, name) from None
+    except ImportError as exc:  # an older stream that needs another decoder (PyAV)
+        raise _missing(exc, enc, path, name) from None
 
 
 def decode_field_range(
-    data: np.ndarray, enc: FieldEncoding, start: int, stop: int, path: Path, name: str
+    data: np.ndarray | FileRange,
+    enc: FieldEncoding,
+    start: int,
+    stop: int,
+    path: Path,
+    name: str,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Frames ``start:stop`` (``0 <= start < stop <= T``), decoded from the keyframe before ``start``."""
+    """Frames ``start:stop`` (``0 <= start < stop <= T``), decoded from the keyframe before ``start``.
+
+    ``data`` is the stream, or where its codec reads ranges (``RANGE_READS``) and
+    its member is stored, the stream's place in the open file (see :func:`reads_ranges`).
+    With ``out`` the frames are decoded into it (see ``Codec.decode_range``).
+    """
     codec = _codec_for(enc, path, name)
+    blob = data.tobytes() if isinstance(data, np.ndarray) else data
     try:
-        return codec.decode_range(data.tobytes(), start, stop, shape=enc.shape)
+        return codec.decode_range(blob, start, stop, shape=enc.shape, out=out)
     except SchemaError as exc:
         raise _named(exc, path, name) from None
+    except ImportError as exc:  # an older stream that needs another decoder (PyAV)
+        raise _missing(exc, enc, path, name) from None
+
+
+def reads_ranges(enc: FieldEncoding, path: Path, name: str) -> bool:
+    """Whether the field's codec decodes from a :class:`FileRange` (reading only what it needs)."""
+    return bool(getattr(_codec_for(enc, path, name), "RANGE_READS", False))
 
 
 def check_field(data: np.ndarray, enc: FieldEncoding, path: Path, name: str) -> None:
@@ -385,7 +404,7 @@ def check_field(data: np.ndarray, enc: FieldEncoding, path: Path, name: str) -> 
     codec = _codec_for(enc, path, name)
     blob = data.tobytes()
     try:
-        recorded = stream_params(blob, enc.codec, enc.shape)
+        recorded = codec.stream_params(blob, shape=enc.shape)
         if recorded != enc.params:
             raise SchemaError(
                 f"the stream records codec parameters {recorded!r}, the metadata {enc.params!r}"

@@ -2,15 +2,19 @@
 
 Each codec is a module with ``encode(frames, **params) -> bytes``,
 ``decode(data, *, shape) -> frames``, ``decode_range(data, start, stop, *, shape)``,
-``decode_chunks(data, *, shape, chunk)`` (all frames, a bounded chunk at a time) and
+``decode_chunks(data, *, shape, chunk)`` (all frames, a bounded chunk at a time),
 ``check_params(params) -> params`` (defaults filled in, bad values refused with
-``ValueError``), where ``frames`` is a ``(T, H, W, 3)`` uint8 array. Decoding never unpickles and never
+``ValueError``) and ``stream_params(data, *, shape)`` (what the stream's own header
+records), where ``frames`` is a ``(T, H, W, 3)`` uint8 array. A codec whose ``RANGE_READS``
+is true also decodes a range from a :class:`~teamvla_schema.codecs.file_range.FileRange`
+(a stream's place in an open file), reading only the bytes that hold the range
+(``read_frames`` uses it). Decoding never unpickles and never
 returns anything but an array of the ``shape`` the caller expects: bytes that do not
 match raise :class:`~teamvla_schema.errors.SchemaError` (a ``ValueError``).
 
-Codecs are imported lazily, so ``import teamvla_schema`` needs numpy alone; the video
-codecs need PyAV (``pip install "teamvla-schema[video]"``) and raise a one-line
-``ImportError`` naming the extra when it is missing.
+Codecs are imported lazily, so ``import teamvla_schema`` needs numpy alone; ``lossless``
+needs zstandard and ``video`` needs PyAV (both: ``pip install "teamvla-schema[video]"``),
+and each raises a one-line ``ImportError`` naming the extra when it is missing.
 
 >>> from teamvla_schema.codecs import available_codecs
 >>> available_codecs()
@@ -26,7 +30,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-#: Codec name -> module path. "lossless" is bit-exact, "video" is lossy (``crf``).
+from teamvla_schema.codecs.file_range import FileRange
+
+#: Codec name -> module path. "lossless" is bit-exact (temporal prediction + zstd), "video"
+#: is lossy (AV1, ``crf``).
 _CODECS: dict[str, str] = {
     "lossless": "teamvla_schema.codecs.lossless",
     "video": "teamvla_schema.codecs.video",
@@ -37,10 +44,16 @@ MAX_VIDEO_CRF = 63
 
 
 class Codec(Protocol):
-    """What every codec module provides."""
+    """What every codec module provides.
+
+    ``decode_range(..., out=array)`` decodes into the caller's uint8
+    ``(stop - start, H, W, 3)`` array (e.g. a cache slot) and returns it.
+    """
 
     NAME: str
     LOSSLESS: bool
+    #: Whether ``decode_range`` also takes a :class:`FileRange` (and reads only what it decodes).
+    RANGE_READS: bool
 
     def require(self) -> None: ...
 
@@ -49,7 +62,13 @@ class Codec(Protocol):
     def decode(self, data: bytes, *, shape: tuple[int, int, int, int]) -> np.ndarray: ...
 
     def decode_range(
-        self, data: bytes, start: int, stop: int, *, shape: tuple[int, int, int, int]
+        self,
+        data: bytes | FileRange,
+        start: int,
+        stop: int,
+        *,
+        shape: tuple[int, int, int, int],
+        out: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
     def decode_chunks(
@@ -57,6 +76,8 @@ class Codec(Protocol):
     ) -> Iterator[np.ndarray]: ...
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def stream_params(self, data: bytes, *, shape: tuple[int, int, int, int]) -> Any: ...
 
 
 def available_codecs() -> tuple[str, ...]:

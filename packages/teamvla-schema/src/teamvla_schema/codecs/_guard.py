@@ -1,10 +1,11 @@
-"""Optional-dependency guard: codecs that need PyAV import it through :func:`require_av`."""
+"""Optional-dependency guard: codecs import PyAV through :func:`require_av` and zstandard
+through :func:`require_zstd`; both come with the ``video`` extra."""
 
 from __future__ import annotations
 
 from types import ModuleType
 
-#: What to run when PyAV is missing; every "needs PyAV" message ends with it.
+#: What to run when a codec dependency is missing; every "needs ..." message ends with it.
 EXTRA_HINT = 'pip install "teamvla-schema[video]"'
 
 
@@ -17,3 +18,14 @@ def require_av(codec: str) -> ModuleType:
             f"the {codec!r} codec needs PyAV, which is not installed: {EXTRA_HINT}"
         ) from exc
     return av
+
+
+def require_zstd(codec: str) -> ModuleType:
+    """Return the ``zstandard`` module, or raise a one-line ImportError naming the extra."""
+    try:
+        import zstandard
+    except ImportError as exc:  # pragma: no cover - exercised by monkeypatching in tests
+        raise ImportError(
+            f"the {codec!r} codec needs zstandard, which is not installed: {EXTRA_HINT}"
+        ) from exc
+    return zstandard

@@ -52,6 +52,27 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
+def output_array(out: np.ndarray | None, count: int, shape: Shape) -> np.ndarray:
+    """``out`` checked as the place for ``count`` decoded frames of ``shape``, or a new array.
+
+    A caller passes ``out`` to decode straight into memory it owns (e.g. a shared
+    cache slot) instead of receiving a new array and copying it.
+    """
+    want = (count, int(shape[1]), int(shape[2]), 3)
+    if out is None:
+        return np.empty(want, np.uint8)
+    if (
+        not isinstance(out, np.ndarray)
+        or out.dtype != np.uint8
+        or out.shape != want
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        got = f"{out.dtype}{list(out.shape)}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a writeable C-contiguous uint8{list(want)} array, got {got}")
+    return out
+
+
 #: The largest keyframe interval a codec accepts (longer ones make random access slow).
 MAX_GOP = 1 << 16
 

@@ -22,11 +22,15 @@ from teamvla_schema.codecs._stream import (
     decode_frames,
     encode_stream,
     iter_decode,
+    output_array,
     unknown_params,
 )
+from teamvla_schema.codecs._stream import stream_params as _stream_params
 
 NAME = "video"
 LOSSLESS = False
+#: ``decode_range`` needs the whole stream as ``bytes``.
+RANGE_READS = False
 DEFAULT_CRF = 30
 DEFAULT_GOP = 30
 DEFAULT_PRESET = 8
@@ -85,11 +89,23 @@ def decode(data: bytes, *, shape: Shape) -> np.ndarray:
     return decode_frames(data, NAME, shape, 0, int(shape[0]))
 
 
-def decode_range(data: bytes, start: int, stop: int, *, shape: Shape) -> np.ndarray:
-    """Frames ``start:stop``, decoded from the nearest keyframe at or before ``start``."""
-    return decode_frames(data, NAME, shape, start, stop)
+def decode_range(
+    data: bytes, start: int, stop: int, *, shape: Shape, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Frames ``start:stop``, decoded from the nearest keyframe at or before ``start``
+    (into ``out`` when given: a uint8 ``(stop - start, H, W, 3)`` array, returned)."""
+    if out is None:
+        return decode_frames(data, NAME, shape, start, stop)
+    result = output_array(out, stop - start, shape)
+    result[...] = decode_frames(data, NAME, shape, start, stop)
+    return result
 
 
 def decode_chunks(data: bytes, *, shape: Shape, chunk: int) -> Iterator[np.ndarray]:
     """All frames in order, ``chunk`` at a time (memory stays at one chunk)."""
     return iter_decode(data, NAME, shape, chunk)
+
+
+def stream_params(data: bytes, *, shape: Shape) -> Any:
+    """The parameters the stream's own header records (after checking it against ``shape``)."""
+    return _stream_params(data, NAME, shape)
