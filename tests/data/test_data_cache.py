@@ -94,6 +94,31 @@ def test_evicted_memory_goes_back_to_the_kernel() -> None:
     assert cache.held_bytes == budget and cache.counters().evictions == 36
 
 
+def test_a_new_chunk_is_written_into_the_pages_of_the_chunk_evicted_for_it() -> None:
+    sizes = np.array([4 * PAGE, PAGE, 2 * PAGE] * 8)
+    cache = SharedChunkCache(sizes, budget=8 * PAGE)
+    table = cache._off_data
+    slot_of: dict[int, int] = {}
+
+    def decode(chunk: int, dest: np.ndarray) -> None:  # writes the chunk's bytes only, as ours do
+        dest[: sizes[chunk]] = (5 + chunk) % 256
+
+    for chunk in range(len(sizes)):
+        before = set(cache.resident().tolist())
+        got = cache.fetch([chunk], decode)
+        slot, _ = got.slots[chunk]
+        slot_of[chunk] = slot
+        assert (cache.data[slot][: sizes[chunk]] == (5 + chunk) % 256).all()
+        evicted = before - set(cache.resident().tolist())
+        if evicted:  # the slot of one of the chunks evicted for it, not a fresh one
+            assert slot in {slot_of[c] for c in evicted}, (chunk, evicted)
+        # Pages past what the chunks hold went back to the kernel (a big chunk's slot
+        # reused by a small one keeps only the small one's pages).
+        allocated = os.fstat(cache._fd).st_blocks * 512
+        assert allocated <= cache.held_bytes + table, (chunk, allocated, cache.held_bytes)
+    assert cache.counters().evictions > 0
+
+
 def test_a_chunk_that_cannot_fit_is_decoded_privately() -> None:
     cache = SharedChunkCache([PAGE, 4 * PAGE], budget=2 * PAGE)
     got = cache.fetch([0, 1], _fill_with(3))
@@ -187,9 +212,9 @@ def test_chunks_of_image_streams_start_at_keyframes(tmp_path: Path, monkeypatch)
     ranges: list[tuple[int, int]] = []
     read = image_chunks.read_frame_range
 
-    def logged(rec: Any, fields: Any, start: int, stop: int) -> Any:
+    def logged(rec: Any, fields: Any, start: int, stop: int, into: Any = None) -> Any:
         ranges.append((start, stop))
-        return read(rec, fields, start, stop)
+        return read(rec, fields, start, stop, into)
 
     monkeypatch.setattr(image_chunks, "read_frame_range", logged)
     ds = MultiTaskDataset(root, obs_history=1, action_horizon=3, cache_max_bytes=budget)
@@ -246,10 +271,10 @@ def test_a_file_changed_after_opening_is_refused(root: Path) -> None:
 def _decodes_by_pid(monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
     real = image_chunks.read_frame_range
 
-    def counting(rec: Any, fields: Any, start: int, stop: int) -> Any:
+    def counting(rec: Any, fields: Any, start: int, stop: int, into: Any = None) -> Any:
         with open(log, "a") as fh:  # O_APPEND: lines of several processes do not mix
             fh.write(f"{os.getpid()} {rec.path} {start}\n")
-        return real(rec, fields, start, stop)
+        return real(rec, fields, start, stop, into)
 
     monkeypatch.setattr(image_chunks, "read_frame_range", counting)
 
@@ -289,10 +314,10 @@ def _kill_in_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     main = os.getpid()
     real = image_chunks.read_frame_range
 
-    def dying(rec: Any, fields: Any, start: int, stop: int) -> Any:
+    def dying(rec: Any, fields: Any, start: int, stop: int, into: Any = None) -> Any:
         if os.getpid() != main:
             os.kill(os.getpid(), signal.SIGKILL)  # killed while holding a slot it is writing
-        return real(rec, fields, start, stop)
+        return real(rec, fields, start, stop, into)
 
     monkeypatch.setattr(image_chunks, "read_frame_range", dying)
 

@@ -33,12 +33,23 @@ import numpy as np
 IN_FLIGHT_BATCHES = 4
 
 
+#: The most batches after the one where a chunk is first read in which its lane draws nothing.
+SETTLE_BATCHES = 3
+
+
 def lane_order(
-    members: np.ndarray, chunks: np.ndarray, lanes: int, rng: np.random.Generator
+    members: np.ndarray,
+    chunks: np.ndarray,
+    lanes: int,
+    rng: np.random.Generator,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """``members`` (sample indices) in a random order reading at most ``lanes`` chunks at a time.
 
-    ``chunks[i]`` is the chunk of ``members[i]``. See the module docstring.
+    ``chunks[i]`` is the chunk of ``members[i]``. See the module docstring; with
+    ``batch_size`` the lanes are interleaved batch by batch so that a lane whose
+    new chunk is first read in batch ``b`` draws nothing in the next few batches
+    (see :func:`_settled_labels`).
     """
     members = np.asarray(members, np.int64)
     n = len(members)
@@ -53,11 +64,75 @@ def lane_order(
     walk = np.lexsort((rng.random(n), pos))  # chunks in queue order, samples shuffled inside
     lane = pos[walk] % lanes
     grouped = walk[np.argsort(lane, kind="stable")]  # lane 0's walk, then lane 1's, ...
-    labels = np.repeat(np.arange(lanes), np.bincount(lane, minlength=lanes))
-    rng.shuffle(labels)
+    sizes = np.bincount(lane, minlength=lanes)
+    if batch_size is None or lanes == 1:
+        labels = np.repeat(np.arange(lanes), sizes)
+        rng.shuffle(labels)
+    else:
+        # Where each lane's walk moves on to another chunk (lane-local sample index).
+        chunk_walk = pos[grouped]
+        starts = np.flatnonzero(np.diff(chunk_walk) != 0) + 1
+        labels = _settled_labels(sizes, starts, int(batch_size), rng)
     out = np.empty(n, np.int64)
     out[np.argsort(labels, kind="stable")] = members[grouped]
     return out
+
+
+def _settled_labels(
+    sizes: np.ndarray, starts: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A random interleaving of lane labels (lane ``l`` ``sizes[l]`` times), batch by batch.
+
+    Why: DataLoader workers build neighbouring batches at the same time. If a
+    chunk new to the cache were read by batch ``b`` and ``b + 1`` alike, the
+    worker of ``b + 1`` would wait while the worker of ``b`` decodes it, and
+    decoding would not run in parallel. So a lane whose walk enters a new chunk
+    (``starts``: indices into the concatenated walks) sits out the next
+    ``settle`` batches; its chunk stays resident meanwhile, so no more chunks
+    are open. ``settle`` is :data:`SETTLE_BATCHES`, less where that would idle
+    more than half the lanes (short chunks, few lanes): a chunk idle that long
+    tends to be evicted by the chunks arriving meanwhile and decoded twice. Each batch draws its lanes like a shuffled multiset
+    of the labels left (a multivariate hypergeometric draw) among the lanes not
+    sitting out, and among all lanes when those are too few. The chunks every
+    lane starts with are read from the first batch on.
+    """
+    lanes = len(sizes)
+    total = int(sizes.sum())
+    new_per_batch = batch_size * (len(starts) + lanes) / max(total, 1)  # chunks entering
+    settle = int(min(SETTLE_BATCHES, lanes / 2 / max(new_per_batch, 1e-9)))
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    # Per lane, its chunk starts after the first, as lane-local indices, ascending.
+    owner = np.searchsorted(offsets, starts, side="right") - 1
+    local = starts - offsets[owner]
+    keep = local > 0
+    owner, local = owner[keep], local[keep]
+    by_lane = [local[owner == k] for k in range(lanes)]
+    next_start = np.array([b[0] if len(b) else -1 for b in by_lane], np.int64)
+    left = sizes.astype(np.int64).copy()
+    done = np.zeros(lanes, np.int64)  # samples of each lane drawn so far
+    resume = np.zeros(lanes, np.int64)  # first batch a lane may draw from again
+    labels = np.empty(total, np.int64)
+    at, batch = 0, 0
+    while at < total:
+        size = min(batch_size, total - at)
+        counts = np.where(resume <= batch, left, 0)
+        if int(counts.sum()) < size:
+            counts = left
+        take = rng.multivariate_hypergeometric(counts, size)
+        drawn = np.flatnonzero(take)
+        piece = np.repeat(drawn, take[drawn])
+        rng.shuffle(piece)
+        labels[at : at + size] = piece
+        at += size
+        done[drawn] += take[drawn]
+        left[drawn] -= take[drawn]
+        for k in drawn[(next_start[drawn] >= 0) & (next_start[drawn] < done[drawn])].tolist():
+            resume[k] = batch + 1 + settle
+            b = by_lane[k]
+            j = int(np.searchsorted(b, done[k], side="left"))
+            next_start[k] = b[j] if j < len(b) else -1
+        batch += 1
+    return labels
 
 
 def spare_slots(num_slots: int, chunk_steps: int, batch_size: int) -> int:

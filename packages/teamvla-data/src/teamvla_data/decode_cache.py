@@ -15,8 +15,10 @@ and writer pid; then the slots, each big enough for the largest chunk.
 Chunks differ in size (an episode's last chunk is shorter), so the budget
 counts bytes, not slots: the sum of the page-rounded sizes of the chunks held
 (or being written) never exceeds ``budget``; the least recently used are
-evicted until a new chunk fits, and an evicted slot's pages are handed back to
-the kernel at once (``MADV_REMOVE``), so the memory in use is that sum. The
+evicted until a new chunk fits. The new chunk is written into the last evicted
+slot's pages (faulting in fresh zeroed pages would cost about a fifth of a
+lossless decode), and every other page an eviction frees is handed back to the
+kernel at once (``MADV_REMOVE``), so the memory in use is that sum. The
 slots are only address space until written; the table adds 4 bytes per chunk
 and 40 per slot.
 
@@ -256,20 +258,26 @@ class SharedChunkCache:
         """The most bytes ever charged at once."""
         return int(self._hdr[_PEAK])
 
-    def _forget(self, slot: int) -> None:
-        """Under the lock: empty ``slot`` and give its pages back to the kernel."""
+    def _forget(self, slot: int, release: bool = True) -> None:
+        """Under the lock: empty ``slot`` and (unless ``release`` is false) give its pages back."""
         chunk = int(self._slot_chunk[slot]) - 1
         if chunk >= 0:
             self._chunk_slot[chunk] = 0
             self._hdr[_HELD] -= self.charge[chunk]
         self._slot_chunk[slot], self._state[slot], self._tick[slot] = 0, FREE, 0
-        if _REMOVE is not None:  # the whole pages inside the slot (see _limit for the rest)
-            start = self._off_data + slot * self.slot_bytes
-            first = -(-start // _PAGE) * _PAGE
-            last = (start + self.slot_bytes) // _PAGE * _PAGE
-            if last > first:
-                with contextlib.suppress(OSError, ValueError):
-                    self._mm.madvise(_REMOVE, first, last - first)
+        if release:
+            self._release(slot)
+
+    def _release(self, slot: int, keep: int = 0) -> None:
+        """Give the kernel back the whole pages of ``slot`` past its first ``keep`` bytes."""
+        if _REMOVE is None:
+            return
+        start = self._off_data + slot * self.slot_bytes  # whole pages only (see _limit)
+        first = -(-(start + keep) // _PAGE) * _PAGE
+        last = (start + self.slot_bytes) // _PAGE * _PAGE
+        if last > first:
+            with contextlib.suppress(OSError, ValueError):
+                self._mm.madvise(_REMOVE, first, last - first)
 
     # ------------------------------------------------------------------ locking
 
@@ -322,19 +330,32 @@ class SharedChunkCache:
                 self._hdr[_RECLAIMED] += 1
                 self._forget(s)
         top = np.iinfo(np.int64).max
+        evicted: list[int] = []  # slots emptied for this chunk, their pages still in place
         while True:
             free = self._state == FREE
             if self._hdr[_HELD] + need <= self._limit and free.any():
-                slot = int(np.argmax(free))
                 break
             ticks = np.where(self._state == READY, self._tick, top)
             if protected:
                 ticks[list(protected)] = top
             victim = int(np.argmin(ticks))
             if ticks[victim] == top:
+                for s in evicted:
+                    self._release(s)
                 return None
             self._hdr[_EVICTIONS] += 1
-            self._forget(victim)
+            self._forget(victim, release=False)
+            evicted.append(victim)
+        if evicted:
+            # Write into the last victim's pages: handing them back and faulting fresh zeroed
+            # pages in again cost about a fifth of a lossless decode. Only the pages past the
+            # new chunk's size go back, so memory in use stays the bytes charged.
+            slot = evicted.pop()
+            for s in evicted:
+                self._release(s)
+            self._release(slot, keep=need)
+        else:
+            slot = int(np.argmax(free))
         self._hdr[_HELD] += need
         self._hdr[_PEAK] = max(int(self._hdr[_PEAK]), int(self._hdr[_HELD]))
         self._slot_chunk[slot] = chunk + 1

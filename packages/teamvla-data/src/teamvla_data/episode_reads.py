@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -73,19 +73,28 @@ def read_checked(rec: EpisodeRecord, fields: Sequence[str] | None = None) -> Epi
 
 
 def read_frame_range(
-    rec: EpisodeRecord, fields: Sequence[str], start: int, stop: int
+    rec: EpisodeRecord,
+    fields: Sequence[str],
+    start: int,
+    stop: int,
+    into: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Steps ``start .. stop-1`` of the image ``fields`` of ``rec`` (decoded), checked against its record.
 
     Uses ``teamvla_schema.episode.read_frames`` where the installed
     teamvla-schema has it (random access into compressed image streams: only
     the frames from the nearest keyframe on are decoded) and otherwise reads
-    the whole fields and slices them.
+    the whole fields and slices them. ``into`` maps fields to arrays of the
+    right shape to decode straight into (e.g. a cache slot), saving a copy.
     """
     if not unchanged(rec):
         raise _changed(rec)
     read_frames: Callable[..., Any] | None = getattr(episode_io, "read_frames", None)
-    if read_frames is not None:
+    if read_frames is not None and into is not None:
+        out = {
+            name: read_frames(rec.abs_path, name, start, stop, out=into[name]) for name in fields
+        }
+    elif read_frames is not None:
         out = {name: np.asarray(read_frames(rec.abs_path, name, start, stop)) for name in fields}
     else:
         ep = episode_io.read_episode(rec.abs_path, fields=list(fields))
@@ -100,6 +109,17 @@ def read_frame_range(
                 field=name,
                 step=start,
             )
+        dest = None if into is None else into[name]
+        if dest is not None and arr is not dest:  # read whole (no read_frames): copy it in
+            if arr.dtype != dest.dtype or arr.shape != dest.shape:
+                raise SchemaError(
+                    f"expected {dest.dtype}{list(dest.shape[1:])} frames, received "
+                    f"{arr.dtype}{list(arr.shape[1:])}",
+                    path=rec.abs_path,
+                    field=name,
+                    step=start,
+                )
+            dest[...] = arr
     if not unchanged(rec):
         raise _changed(rec)
     return out

@@ -205,21 +205,18 @@ class DecodedImages:
     def _decode(self, chunk: int, dest: np.ndarray) -> None:
         rec = self.records[int(self.chunk_episode[chunk])]
         start, stop = int(self._start[chunk]), int(self._stop[chunk])
-        frames = read_frame_range(rec, self.fields, start, stop)
         need = (stop - start) * self.plan.frame_bytes
-        # Camera after camera: each camera's frames are contiguous rows (see _copy).
+        # Camera after camera: each camera's frames are contiguous rows (see _copy); the
+        # frames are decoded straight into the slot (a file holding frames of another
+        # dtype or size raises a SchemaError naming it, the field and the step).
         view = dest[:need].reshape(len(self.fields), stop - start, *self.frame_shape)
-        for k, name in enumerate(self.fields):
-            arr = frames[name]
-            if arr.dtype != np.uint8 or arr.shape[1:] != self.frame_shape:
-                raise SchemaError(
-                    f"expected uint8{list(self.frame_shape)} frames, received "
-                    f"{arr.dtype}{list(arr.shape[1:])}",
-                    path=rec.abs_path,
-                    field=name,
-                    step=start,
-                )
-            view[k] = arr
+        read_frame_range(
+            rec,
+            self.fields,
+            start,
+            stop,
+            into={name: view[k] for k, name in enumerate(self.fields)},
+        )
 
     def take(
         self, episodes: np.ndarray, current: np.ndarray, steps: np.ndarray, out: np.ndarray

@@ -178,19 +178,29 @@ class EpochBatchSampler:
 
     # ------------------------------------------------------------------ order
 
-    def _pass(self, members: np.ndarray, rng: np.random.Generator, lanes: int) -> np.ndarray:
-        """One pass over ``members``: in order, permuted, or cache-aware (``lanes`` resident chunks)."""
+    def _pass(
+        self, members: np.ndarray, rng: np.random.Generator, lanes: int, batch: int
+    ) -> np.ndarray:
+        """One pass over ``members``: in order, permuted, or cache-aware (``lanes`` resident
+        chunks, interleaved ``batch`` samples at a time)."""
         if not self.shuffle:
             return members
         if self._chunk_of is None or not lanes:
             return rng.permutation(members)
-        return lane_order(members, self._chunk_of[members], lanes, rng)
+        return lane_order(members, self._chunk_of[members], lanes, rng, batch)
 
     def _passes(
-        self, members: np.ndarray, length: int, rng: np.random.Generator, lanes: int
+        self,
+        members: np.ndarray,
+        length: int,
+        rng: np.random.Generator,
+        lanes: int,
+        batch: int | None = None,
     ) -> np.ndarray:
         reps = -(-length // len(members))
-        return np.concatenate([self._pass(members, rng, lanes) for _ in range(reps)])[:length]
+        per_batch = self.batch_size if batch is None else batch
+        passes = [self._pass(members, rng, lanes, per_batch) for _ in range(reps)]
+        return np.concatenate(passes)[:length]
 
     def _weighted(
         self, rng: np.random.Generator, length: int, shard: np.ndarray | None
@@ -212,8 +222,9 @@ class EpochBatchSampler:
             if self._chunk_of is None or not lanes:  # today's order, draw for draw
                 reps = -(-len(where) // len(members))
                 picks = np.concatenate([rng.permutation(members) for _ in range(reps)])
-            else:
-                picks = self._passes(members, len(where), rng, lanes)
+            else:  # this task's share of a batch is about batch_size * p[t]
+                share = max(1, round(self.batch_size * float(p[t])))
+                picks = self._passes(members, len(where), rng, lanes, share)
             order[where] = picks[: len(where)]
         return order
 
