@@ -16,7 +16,8 @@ The benchmark set is made to look like real robot cameras, not flat-shaded rende
   12..243 so clipping never changes the noise.
 
 Rows: per-frame PNG (Pillow defaults, the lossless baseline LeRobot uses for images),
-FFV1 (intra-only lossless video), our ``lossless`` codec (libx264rgb, qp 0), LeRobot-style
+FFV1 (intra-only lossless video), H.264 lossless (libx264rgb, qp 0: the ``lossless`` codec of
+teamvla-schema 0.1.0), our ``lossless`` codec (temporal prediction + zstd), LeRobot-style
 AV1 (libsvtav1, yuv420p, crf 30, g=2, the encoder's default preset: LeRobot's
 ``encode_video_frames`` defaults; stored here as raw packets, without the mp4 container)
 and our ``video`` codec at several crf values. ``noise bound`` is what a perfect predictor
@@ -38,6 +39,7 @@ try:
     import av
     from PIL import Image
     from teamvla_schema.codecs import get_codec
+    from teamvla_schema.codecs import lossless as lossless_codec
     from teamvla_schema.codecs._stream import encode_stream
 except ImportError as exc:  # pragma: no cover
     sys.exit(f"bench_codecs needs PyAV and Pillow ({exc}): install teamvla-schema[video] pillow")
@@ -208,8 +210,13 @@ def main(argv: list[str] | None = None) -> int:
             n_samples += frames.size
             row("PNG per frame (Pillow)", True).run(frames, png_encode, png_decode)
             row("FFV1 (intra, range coder)", True).run(frames, ffv1_encode, ffv1_decode)
+            row("x264rgb qp0 g=30 (lossless 0.1.0)", True).run(
+                frames,
+                lambda f: lossless_codec.encode_x264(f, gop=30),
+                lambda d, s=shape: lossless.decode(d, shape=s),
+            )
             for gop in (30, 100):
-                row(f"lossless x264rgb qp0 g={gop}", True).run(
+                row(f"lossless (predictive) g={gop}", True).run(
                     frames,
                     lambda f, g=gop: lossless.encode(f, gop=g),
                     lambda d, s=shape: lossless.decode(d, shape=s),

@@ -11,8 +11,8 @@ clock runs from the first step to the last byte written (frame generation exclud
 
 * ``EpisodeWriter image_codec=...``: ``start_episode``, one validated ``add_step`` per
   step, ``end_episode`` (encoding, atomic write with fsync and rename). ``None`` is
-  the plain format (deflated ``.npy``), ``lossless`` the bit-exact H.264 stream,
-  ``video`` AV1 at ``crf`` 30 (the PSNR is the one the writer measured and stored);
+  the plain format (deflated ``.npy``), ``lossless`` the bit-exact temporal-prediction
+  stream, ``video`` AV1 at ``crf`` 30 (the PSNR is the one the writer measured and stored);
 * ``... encode threads off``: the same with the camera fields encoded one after the
   other instead of in parallel threads (a diagnostic of the thread pool);
 * ``LeRobot-style PNG``: one PNG file per frame (Pillow defaults), written by a pool of
