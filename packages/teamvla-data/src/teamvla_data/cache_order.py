@@ -106,7 +106,8 @@ def _settled_labels(
     local = starts - offsets[owner]
     keep = local > 0
     owner, local = owner[keep], local[keep]
-    by_lane = [local[owner == k] for k in range(lanes)]
+    # ``starts`` ascend, so their owners do too: one split gives every lane's starts.
+    by_lane = np.split(local, np.searchsorted(owner, np.arange(1, lanes)))
     next_start = np.array([b[0] if len(b) else -1 for b in by_lane], np.int64)
     left = sizes.astype(np.int64).copy()
     done = np.zeros(lanes, np.int64)  # samples of each lane drawn so far

@@ -9,23 +9,20 @@ from types import ModuleType
 EXTRA_HINT = 'pip install "teamvla-schema[video]"'
 
 
-def require_av(codec: str) -> ModuleType:
-    """Return the ``av`` module, or raise a one-line ImportError naming the extra."""
-    try:
-        import av
+def _require(module: str, package: str, codec: str) -> ModuleType:
+    try:  # the import statement's own hook, so tests can make it fail
+        return __import__(module)
     except ImportError as exc:  # pragma: no cover - exercised by monkeypatching in tests
         raise ImportError(
-            f"the {codec!r} codec needs PyAV, which is not installed: {EXTRA_HINT}"
+            f"the {codec!r} codec needs {package}, which is not installed: {EXTRA_HINT}"
         ) from exc
-    return av
+
+
+def require_av(codec: str) -> ModuleType:
+    """Return the ``av`` module, or raise a one-line ImportError naming the extra."""
+    return _require("av", "PyAV", codec)
 
 
 def require_zstd(codec: str) -> ModuleType:
     """Return the ``zstandard`` module, or raise a one-line ImportError naming the extra."""
-    try:
-        import zstandard
-    except ImportError as exc:  # pragma: no cover - exercised by monkeypatching in tests
-        raise ImportError(
-            f"the {codec!r} codec needs zstandard, which is not installed: {EXTRA_HINT}"
-        ) from exc
-    return zstandard
+    return _require("zstandard", "zstandard", codec)

@@ -16,8 +16,6 @@ and a frame range reads only its own groups.
 
 from __future__ import annotations
 
-import json
-import struct
 import zlib
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -32,14 +30,19 @@ from teamvla_schema.codecs._predictive import (
     padded,
     side_bytes,
 )
-from teamvla_schema.codecs._stream import output_array
+from teamvla_schema.codecs._stream import (
+    frame_header,
+    header_int,
+    header_shape,
+    output_array,
+    read_header,
+)
 from teamvla_schema.errors import SchemaError
 
+NAME = "lossless"
 MAGIC = b"TVLL"
 VERSION = 1
-_PREFIX = struct.Struct("<4sBI")
 _TABLE = np.dtype([("key", "<u4"), ("residual", "<u4"), ("side", "<u4"), ("crc32", "<u4")])
-_MAX_HEADER = 1 << 16
 Shape = tuple[int, int, int, int]
 
 
@@ -97,8 +100,7 @@ def encode(frames: np.ndarray, *, gop: int, params: dict[str, Any]) -> bytes:
         "groups": len(table),
         "params": params,
     }
-    head = json.dumps(header, sort_keys=True).encode()
-    return _PREFIX.pack(MAGIC, VERSION, len(head)) + head + table.tobytes() + body
+    return frame_header(MAGIC, VERSION, header) + table.tobytes() + body
 
 
 class Bytes(Protocol):
@@ -141,48 +143,20 @@ class _Parsed:
         return view[cuts[0] : cuts[1]], view[cuts[1] : cuts[2]], view[cuts[2] : cuts[3]]
 
 
-def _int(header: dict[str, Any], key: str, low: int, high: int) -> int:
-    value = header.get(key)
-    if type(value) is not int or not low <= value <= high:
-        raise SchemaError(f"corrupt lossless header: {key}={value!r} (expected {low}..{high})")
-    return value
-
-
 def parse(data: Bytes, shape: Shape) -> _Parsed:
     """Check ``data`` against the expected ``shape`` ``(T, H, W, 3)`` and split it."""
     size = len(data)
-    if size < _PREFIX.size:
-        raise SchemaError(f"lossless data is truncated ({size} bytes)")
-    magic, version, head_len = _PREFIX.unpack(bytes(data[: _PREFIX.size]))
-    if magic != MAGIC or version != VERSION:
-        raise SchemaError(f"not lossless codec data (bad magic/version {magic!r} v{version})")
-    if head_len > _MAX_HEADER or _PREFIX.size + head_len > size:
-        raise SchemaError("lossless data is truncated or has a corrupt header length")
-    try:
-        header = json.loads(bytes(data[_PREFIX.size : _PREFIX.size + head_len]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SchemaError(f"corrupt lossless codec header: {exc}") from None
-    if not isinstance(header, dict) or header.get("codec") != "lossless":
+    header, start = read_header(data, NAME, MAGIC, VERSION)
+    if header.get("codec") != NAME:
         raise SchemaError("corrupt lossless codec header: not a lossless stream's header")
-    expected = tuple(int(s) for s in shape)
-    if len(expected) != 4 or expected[3] != 3:
-        raise SchemaError(f"expected shape must be (T, H, W, 3), got {shape}")
-    found = (
-        _int(header, "frames", 1, 1 << 31),
-        _int(header, "height", 1, 1 << 16),
-        _int(header, "width", 1, 1 << 16),
-        3,
-    )
-    if found != expected:
-        raise SchemaError(f"lossless data holds frames of shape {found}, expected {expected}")
-    gop = _int(header, "gop", 1, 1 << 16)
-    _int(header, "block", BLOCK, BLOCK)
-    groups = _int(header, "groups", 1, 1 << 31)
+    found = header_shape(header, shape, NAME)
+    gop = header_int(header, "gop", 1, 1 << 16, NAME)
+    header_int(header, "block", BLOCK, BLOCK, NAME)
+    groups = header_int(header, "groups", 1, 1 << 31, NAME)
     if groups != -(-found[0] // gop):
         raise SchemaError(
             f"corrupt lossless header: {groups} groups for {found[0]} frames of {gop}"
         )
-    start = _PREFIX.size + head_len
     body_start = start + groups * _TABLE.itemsize
     if body_start > size:
         raise SchemaError("lossless data is truncated (group table)")

@@ -159,8 +159,7 @@ def encode_stream(
         "crc32": zlib.crc32(body),
         "params": params,
     }
-    head = json.dumps(header, sort_keys=True).encode()
-    return _PREFIX.pack(MAGIC, VERSION, len(head)) + head + table.tobytes() + body
+    return frame_header(MAGIC, VERSION, header) + table.tobytes() + body
 
 
 class _Parsed:
@@ -177,51 +176,78 @@ class _Parsed:
         return self.body[int(self.offsets[k]) : int(self.offsets[k + 1])]
 
 
-def _int(header: dict[str, Any], key: str, low: int, high: int) -> int:
+# ---------------------------------------------------------------- framing shared by both streams
+# (this one and codecs._predictive_stream): magic | version u8 | header length u32 | JSON header
+
+
+def frame_header(magic: bytes, version: int, header: dict[str, Any]) -> bytes:
+    """The prefix and JSON header of a stream."""
+    head = json.dumps(header, sort_keys=True).encode()
+    return _PREFIX.pack(magic, version, len(head)) + head
+
+
+def header_int(header: dict[str, Any], key: str, low: int, high: int, codec: str) -> int:
+    """``header[key]``, which must be an int in ``low..high`` (else :class:`SchemaError`)."""
     value = header.get(key)
     if type(value) is not int or not low <= value <= high:
-        raise SchemaError(f"corrupt codec header: {key}={value!r} (expected {low}..{high})")
+        raise SchemaError(f"corrupt {codec} header: {key}={value!r} (expected {low}..{high})")
     return value
+
+
+def read_header(data: Any, codec: str, magic: bytes, version: int) -> tuple[dict[str, Any], int]:
+    """The JSON header of a stream and where what follows it starts.
+
+    ``data`` is anything with ``len`` and slicing (``bytes``, a ``FileRange``);
+    only the prefix and the header are read.
+    """
+    size = len(data)
+    if size < _PREFIX.size:
+        raise SchemaError(f"{codec} data is truncated ({size} bytes)")
+    got, got_version, head_len = _PREFIX.unpack(bytes(data[: _PREFIX.size]))
+    if got != magic or got_version != version:
+        raise SchemaError(f"not {codec} codec data (bad magic/version {got!r} v{got_version})")
+    if head_len > _MAX_HEADER or _PREFIX.size + head_len > size:
+        raise SchemaError(f"{codec} data is truncated or has a corrupt header length")
+    try:
+        header = json.loads(bytes(data[_PREFIX.size : _PREFIX.size + head_len]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"corrupt {codec} codec header: {exc}") from None
+    if not isinstance(header, dict):
+        raise SchemaError(f"corrupt {codec} codec header: not a JSON object")
+    return header, _PREFIX.size + head_len
+
+
+def header_shape(header: dict[str, Any], shape: Shape, codec: str) -> Shape:
+    """The ``(T, H, W, 3)`` the header records, which must be the ``shape`` the caller expects."""
+    expected = tuple(int(s) for s in shape)
+    if len(expected) != 4 or expected[3] != 3:
+        raise SchemaError(f"expected shape must be (T, H, W, 3), got {shape}")
+    found = (
+        header_int(header, "frames", 1, 1 << 31, codec),
+        header_int(header, "height", 1, 1 << 16, codec),
+        header_int(header, "width", 1, 1 << 16, codec),
+        3,
+    )
+    if found != expected:
+        raise SchemaError(f"{codec} data holds frames of shape {found}, expected {expected}")
+    return found
 
 
 def parse(data: bytes, codec: str, shape: Shape) -> _Parsed:
     """Check ``data`` against the expected ``shape`` (T, H, W, 3) and split it."""
     data = bytes(data)
-    if len(data) < _PREFIX.size:
-        raise SchemaError(f"{codec} data is truncated ({len(data)} bytes)")
-    magic, version, head_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC or version != VERSION:
-        raise SchemaError(f"not {codec} codec data (bad magic/version {magic!r} v{version})")
-    if head_len > _MAX_HEADER or _PREFIX.size + head_len > len(data):
-        raise SchemaError(f"{codec} data is truncated or has a corrupt header length")
-    try:
-        header = json.loads(data[_PREFIX.size : _PREFIX.size + head_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SchemaError(f"corrupt {codec} codec header: {exc}") from None
-    if not isinstance(header, dict):
-        raise SchemaError(f"corrupt {codec} codec header: not a JSON object")
+    header, start = read_header(data, codec, MAGIC, VERSION)
     if header.get("codec") != codec or header.get("bitstream") not in DECODERS:
         raise SchemaError(
             f"data was written by codec {header.get('codec')!r} "
             f"({header.get('bitstream')!r}), not {codec!r}"
         )
-    expected = tuple(int(s) for s in shape)
-    if len(expected) != 4 or expected[3] != 3:
-        raise SchemaError(f"expected shape must be (T, H, W, 3), got {shape}")
-    found = (
-        _int(header, "frames", 1, 1 << 31),
-        _int(header, "height", 1, 1 << 16),
-        _int(header, "width", 1, 1 << 16),
-        3,
-    )
-    if found != expected:
-        raise SchemaError(f"{codec} data holds frames of shape {found}, expected {expected}")
-    _int(header, "coded_height", found[1], found[1] + 64)
-    _int(header, "coded_width", found[2], found[2] + 64)
-    n = _int(header, "packets", 1, 2 * found[0] + 16)
-    n_extra = _int(header, "extradata", 0, 1 << 20)
-    crc = _int(header, "crc32", 0, (1 << 32) - 1)
-    start = _PREFIX.size + head_len
+    found = header_shape(header, shape, codec)
+    header_int(header, "coded_height", found[1], found[1] + 64, codec)
+    header_int(header, "coded_width", found[2], found[2] + 64, codec)
+    n = header_int(header, "packets", 1, 2 * found[0] + 16, codec)
+    n_extra = header_int(header, "extradata", 0, 1 << 20, codec)
+    crc = header_int(header, "crc32", 0, (1 << 32) - 1, codec)
     body_start = start + n * _ENTRY.itemsize
     if body_start + n_extra > len(data):
         raise SchemaError(f"{codec} data is truncated (packet table)")
