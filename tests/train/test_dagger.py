@@ -115,6 +115,51 @@ def test_visited_states_are_labelled_with_the_expert_continuation(
         assert all(stats.success[t] == 0.0 for t in ("lift", "drawer"))  # holding still never does
 
 
+def _collect(root: Path, beta: float, label_rollouts: str) -> dict:
+    return collect_iteration(
+        StillPolicy(),
+        root=root,
+        tasks=["lift", "handoff"],
+        episodes_per_task=6,
+        iteration=0,
+        beta=beta,
+        world=WorldConfig(image_size=16),
+        batch_envs=4,
+        label_every=10,
+        label_steps=3,
+        label_rollouts=label_rollouts,
+    ).to_dict()
+
+
+def test_label_rollouts_failed_labels_exactly_the_rollouts_that_fail(tmp_path: Path) -> None:
+    # beta 0.9: the expert's steps mixed with holding still; some rollouts succeed, some fail.
+    every = _collect(tmp_path / "all", 0.9, "all")
+    failed = _collect(tmp_path / "failed", 0.9, "failed")
+    # Labelling draws nothing from the generator: both modes played the same rollouts.
+    assert failed["success"] == every["success"] and failed["expert_steps"] == every["expert_steps"]
+    wins = sum(round(v * 6) for v in every["success"].values())
+    assert 0 < wins < 12, every["success"]  # the test needs both outcomes
+    assert every["labelled_rollouts"] == 12 and failed["labelled_rollouts"] == 12 - wins
+    all_files = {p.name: p for p in find_episodes(tmp_path / "all")}
+    failed_files = find_episodes(tmp_path / "failed")
+    assert 0 < len(failed_files) < len(all_files) and failed["steps"] < every["steps"]
+    labelled = set()
+    for path in failed_files:  # the same branches, labelled from the saved copy of the world
+        ep, twin = read_episode(path), read_episode(all_files[path.name])
+        labelled.add((ep.meta.task, ep.meta.user["episode_index"]))
+        for key in ("rgb_a", "q_b", "action_a", "grip_b"):
+            np.testing.assert_array_equal(ep.arrays[key], twin.arrays[key])
+    # Every branch point of a labelled rollout is there, and no branch of another rollout.
+    for name in all_files:
+        task, rest = name.split("-dagger000-")
+        assert (name in {p.name for p in failed_files}) == ((task, int(rest[:6])) in labelled)
+    assert len(labelled) == 12 - wins
+    # The expert alone always succeeds: nothing to label.
+    assert _collect(tmp_path / "expert", 1.0, "failed")["steps"] == 0
+    with pytest.raises(ValueError, match="label_rollouts"):
+        _collect(tmp_path / "bad", 0.0, "some")
+
+
 def _tiny_dagger_config(tmp_path: Path) -> Path:
     cfg = {
         "extends": ["configs/train_dagger.yaml"],

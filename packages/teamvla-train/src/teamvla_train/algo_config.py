@@ -68,6 +68,12 @@ class DaggerConfig:
         ge=0,
         doc="Length of that continuation (expert steps); 0: dataset.action_horizon (one chunk).",
     )
+    label_rollouts: Literal["all", "failed"] = field(
+        default="all",
+        doc="Which rollouts get labels: all, or failed (the world is copied at each label point and "
+        "only rollouts that end without success are labelled: the expert's labels go where the "
+        "policy still fails).",
+    )
     # --- rollouts and measurement -----------------------------------------------------------
     batch_envs: int = field(default=10, ge=1, doc="Worlds stepped together in collection.")
     eval_episodes_per_task: int = field(

@@ -11,7 +11,8 @@ The whole algorithm, top to bottom (config: the ``dagger:`` section,
                with probability beta_i (dagger.beta schedule) and the policy's otherwise;
                every dagger.label_every-th visited state is labelled with the expert's own
                continuation from it (Expert.act from the true world state, on a copy of the
-               world, for one action chunk), written as ordinary episodes to <run>/dagger/iter_<i>
+               world, for one action chunk), written as ordinary episodes to <run>/dagger/iter_<i>;
+               dagger.label_rollouts: failed labels only the rollouts that end without success
       aggregate the dataset becomes demos + every iteration so far (normalised with the
                demos' statistics, dagger.stats: demos; or recomputed, dagger.stats: aggregate)
       train    behaviour cloning on the aggregate for dagger.steps_per_iteration steps
@@ -205,6 +206,7 @@ class DAgger:
             replan_every=self.ctx.cfg.eval.replan_every,
             label_every=self.d.label_every,
             label_steps=self.d.label_steps or self.ctx.cfg.dataset.action_horizon,
+            label_rollouts=self.d.label_rollouts,
             image_codec=self.d.image_codec,
             video_crf=self.d.video_crf,
         )
@@ -216,7 +218,10 @@ class DAgger:
             "beta": beta,
             "episodes": stats.episodes,
             "labelled_steps": stats.steps,
+            "labelled_rollouts": stats.labelled_rollouts,
             "rollout_steps": stats.rollout_steps,
+            # Every action the expert gave: the stored labels and the rollout steps it executed.
+            "expert_actions": stats.steps + stats.expert_steps,
             "intervention_rate": stats.intervention_rate,
             "dataset_samples": self.bc.data.num_train_batches * self.ctx.cfg.dataset.batch_size,
             "seconds": time.perf_counter() - t0,

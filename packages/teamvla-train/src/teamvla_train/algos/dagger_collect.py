@@ -18,6 +18,12 @@ for ``label_steps`` steps (about the chunk length); that branch is written as
 an ordinary, validated episode (the expert's corrective actions from a state
 the policy reached). The rollout itself goes on untouched.
 
+Which rollouts are labelled: ``label_rollouts="all"`` labels every rollout;
+``"failed"`` snapshots the world at each label point and labels only the
+rollouts that end without success (the world reports success, so no expert
+query decides it). Once the policy succeeds most of the time, that spends the
+expert's labels only where the policy still fails.
+
 Episodes are written with ``EpisodeWriter`` into one root per iteration; the
 root is complete when its ``.complete`` marker exists (written atomically
 last), so a collection killed half-way is redone from scratch on resume (same
@@ -81,6 +87,7 @@ class CollectStats:
     beta: float
     episodes: int = 0  # labelled episodes written (one per branch point)
     steps: int = 0  # expert-labelled steps written
+    labelled_rollouts: int = 0  # rollouts whose visited states were labelled
     rollout_steps: int = 0  # steps of the mixed rollouts
     expert_steps: int = 0  # rollout steps where the expert's action was executed
     success: dict[str, float] = field(default_factory=dict)  # per task, of the mixed policy
@@ -119,6 +126,7 @@ def collect_iteration(
     replan_every: int = 4,
     label_every: int = 4,
     label_steps: int = 16,
+    label_rollouts: str = "all",
     image_codec: str | None = None,
     video_crf: int = 30,
 ) -> CollectStats:
@@ -131,6 +139,8 @@ def collect_iteration(
         raise ValueError(
             f"label_every and label_steps must be >= 1, received {label_every}, {label_steps}"
         )
+    if label_rollouts not in ("all", "failed"):
+        raise ValueError(f"label_rollouts must be 'all' or 'failed', received {label_rollouts!r}")
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], received {beta}")
     if root.exists():  # an unfinished collection of a killed run: redo it whole
@@ -147,23 +157,22 @@ def collect_iteration(
         for start in range(0, len(jobs), len(envs)):
             group = jobs[start : start + len(envs)]
             control.reset()
-            _play_group(group, envs, control, writer, rng, stats, wins, base_seed, iteration, label_every, label_steps)  # fmt: skip
+            _play_group(group, envs, control, writer, rng, stats, wins, base_seed, iteration, label_every, label_steps, label_rollouts == "failed")  # fmt: skip
     stats.success = {t: float(np.mean(v)) if v else 0.0 for t, v in wins.items()}
     atomic_write_text(root / COMPLETE_MARKER, json.dumps(stats.to_dict(), indent=1) + "\n")
     return stats
 
 
-def _branch(
-    env: BimanualEnv, obs: dict[str, Any], task: str, seed: int, steps: int
+def _continue(
+    branch: BimanualEnv, obs: dict[str, Any], task: str, seed: int, steps: int
 ) -> list[dict[str, Any]]:
-    """The expert's own continuation from ``env``'s current state (observed as ``obs``), on a copy.
+    """The expert's own continuation from ``branch``, a copy of a visited world observed as ``obs``.
 
     Every step holds the observation and the expert's action there; the last is
     the final observation (success or ``steps`` reached) with the action the
-    expert would take next, as in recorded demonstrations.
+    expert would take next, as in recorded demonstrations. The copy holds the
+    world state and the renderer, so the rollout it was taken from goes on untouched.
     """
-    # The world state and the renderer; the main rollout goes on untouched.
-    branch = copy.deepcopy(env)
     expert = make_expert(task, expert_rng(seed), branch.task_cfgs[task])
     out = []
     for k in range(steps + 1):
@@ -190,6 +199,7 @@ def _play_group(
     iteration: int,
     label_every: int,
     label_steps: int,
+    failed_only: bool,
 ) -> None:
     n = len(group)
     obs: list[dict[str, Any]] = []
@@ -203,17 +213,26 @@ def _play_group(
     t = 0
     done = [False] * n
     success = [False] * n
+    # failed_only: (t, copy of the world, observation) per label point, labelled if the rollout fails.
+    pending: list[list[tuple[int, BimanualEnv, dict[str, Any]]]] = [[] for _ in range(n)]
+
+    def label(i: int, t: int, branch: BimanualEnv, seen: dict[str, Any]) -> None:
+        task, index = group[i]
+        steps = _continue(branch, seen, task, seeds[i], label_steps)
+        _write(writer, steps, task, f"{task}-dagger{iteration:03d}-{index:06d}-t{t:04d}",
+               {"seed": seeds[i], "iteration": iteration, "beta": stats.beta,
+                "branch_step": t, "episode_index": index})  # fmt: skip
+        stats.episodes += 1
+        stats.steps += len(steps) - 1
+
     while not all(done):
         active = [i for i in range(n) if not done[i]]
         if t % label_every == 0:
             for i in active:
-                task, index = group[i]
-                steps = _branch(envs[i], obs[i], task, seeds[i], label_steps)
-                _write(writer, steps, task, f"{task}-dagger{iteration:03d}-{index:06d}-t{t:04d}",
-                       {"seed": seeds[i], "iteration": iteration, "beta": stats.beta,
-                        "branch_step": t, "episode_index": index})  # fmt: skip
-                stats.episodes += 1
-                stats.steps += len(steps) - 1
+                if failed_only:
+                    pending[i].append((t, copy.deepcopy(envs[i]), obs[i]))
+                else:
+                    label(i, t, copy.deepcopy(envs[i]), obs[i])
         proposals = control.act([obs[i] for i in active], active)
         for i, proposal in zip(active, proposals, strict=True):
             use_expert = bool(rng.random() < stats.beta)
@@ -223,9 +242,15 @@ def _play_group(
             obs[i], ok, env_done, _ = envs[i].step(action)
             success[i] = bool(ok)
             done[i] = bool(ok) or bool(env_done)
+            if done[i] and failed_only and not success[i]:
+                for point in pending[i]:
+                    label(i, *point)
+            if done[i]:
+                pending[i] = []  # the snapshots of a finished rollout are not needed any more
         t += 1
     for i, (task, _) in enumerate(group):
         wins[task].append(success[i])
+        stats.labelled_rollouts += not (failed_only and success[i])
 
 
 def _write(
