@@ -98,6 +98,11 @@ class TrainerConfig:
         ge=0,
         doc="torch intra-op threads on CPU (0: the cores available to this rank minus one, at least 1).",
     )
+    retain_freed_memory: bool = field(
+        default=True,
+        doc="Keep freed memory in the process (glibc malloc thresholds; teamvla_train.engine.memory): "
+        "fewer page faults per step; the process keeps its peak heap size.",
+    )
     prefetch: int = field(
         default=2,
         ge=0,

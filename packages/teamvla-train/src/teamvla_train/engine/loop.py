@@ -50,6 +50,7 @@ from teamvla_train.engine.device import (
 )
 from teamvla_train.engine.distributed import DistInfo, init_distributed, shutdown_distributed
 from teamvla_train.engine.loggers import require_packages
+from teamvla_train.engine.memory import retain_freed_memory
 from teamvla_train.engine.metrics import MetricsLogger
 from teamvla_train.engine.progress import Interval, ProgressLines, is_terminal
 from teamvla_train.engine.resume import check_resume_config, find_resume, show_changes
@@ -111,6 +112,8 @@ def setup(
         )
     dist_info = init_distributed(device_type)
     dev = resolve_device(requested, dist_info)
+    if cfg.trainer.retain_freed_memory:
+        retain_freed_memory()
     if dev.type == "cpu":
         torch.set_num_threads(
             cfg.trainer.num_threads or default_num_threads(dist_info.local_world_size)
