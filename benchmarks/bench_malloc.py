@@ -33,13 +33,14 @@ def run_child(root: Path, out: Path, steps: int, retain: bool) -> dict[str, floa
         "--no-progress", "--out", str(out), f"dataset.roots=[{root}]", f"trainer.max_steps={steps}",
         "trainer.val_every=0", "trainer.ckpt_every=0", f"trainer.retain_freed_memory={str(retain).lower()}",
     ]  # fmt: skip
+    log = out.with_suffix(".log")  # a file, not a pipe: a chatty child never blocks on it
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"training child failed:\n{err[-2000:]}")
+        raise SystemExit(f"training child failed:\n{log.read_text(errors='replace')[-2000:]}")
     return {
         "wall": wall,
         "user": usage.ru_utime,
