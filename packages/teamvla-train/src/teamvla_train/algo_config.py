@@ -69,7 +69,7 @@ class DaggerConfig:
         doc="Length of that continuation (expert steps); 0: dataset.action_horizon (one chunk).",
     )
     label_rollouts: Literal["all", "failed"] = field(
-        default="failed",
+        default="all",
         doc="Which rollouts get labels: all, or failed (the world is copied at each label point and "
         "only rollouts that end without success are labelled: the expert's labels go where the "
         "policy still fails).",

@@ -11,7 +11,8 @@ The whole algorithm, top to bottom (config: the ``dagger:`` section,
                with probability beta_i (dagger.beta schedule) and the policy's otherwise;
                every dagger.label_every-th visited state is labelled with the expert's own
                continuation from it (Expert.act from the true world state, on a copy of the
-               world, for one action chunk), written as ordinary episodes to <run>/dagger/iter_<i>;
+               world, for dagger.label_steps steps), written as ordinary episodes to
+               <run>/dagger/iter_<i>;
                dagger.label_rollouts: failed labels only the rollouts that end without success
       aggregate the dataset becomes demos + every iteration so far (normalised with the
                demos' statistics, dagger.stats: demos; or recomputed, dagger.stats: aggregate)

@@ -45,6 +45,7 @@ RESUME_MAY_DIFFER: tuple[str, ...] = (
     "trainer.precision",
     "trainer.compile",
     "trainer.num_threads",
+    "trainer.retain_freed_memory",
     "trainer.prefetch",
     "trainer.val_every",
     "trainer.val_batches",
