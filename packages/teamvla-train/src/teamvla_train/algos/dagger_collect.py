@@ -242,11 +242,11 @@ def _play_group(
             obs[i], ok, env_done, _ = envs[i].step(action)
             success[i] = bool(ok)
             done[i] = bool(ok) or bool(env_done)
-            if done[i] and failed_only and not success[i]:
-                for point in pending[i]:
-                    label(i, *point)
             if done[i]:
-                pending[i] = []  # the snapshots of a finished rollout are not needed any more
+                if not success[i]:  # its saved label points (only failed_only saves any)
+                    for point in pending[i]:
+                        label(i, *point)
+                pending[i] = []
         t += 1
     for i, (task, _) in enumerate(group):
         wins[task].append(success[i])
