@@ -20,7 +20,13 @@ from teamvla_data.sim import BimanualEnv, WorldConfig, expert_rng, make_expert
 from teamvla_schema import read_episode, validate_episode_file
 from teamvla_schema.config import dump_yaml
 from teamvla_schema.episode import find_episodes
-from teamvla_train.algos.dagger_collect import beta_at, collect_iteration, is_complete, read_stats
+from teamvla_train.algos.dagger_collect import (
+    beta_at,
+    collect_iteration,
+    disagrees,
+    is_complete,
+    read_stats,
+)
 from teamvla_train.engine.metrics import read_events
 from teamvla_train.policy import load_policy
 from train_testlib import REPO
@@ -158,6 +164,81 @@ def test_label_rollouts_failed_labels_exactly_the_rollouts_that_fail(tmp_path: P
     assert _collect(tmp_path / "expert", 1.0, "failed")["steps"] == 0
     with pytest.raises(ValueError, match="label_rollouts"):
         _collect(tmp_path / "bad", 0.0, "some")
+
+
+def test_disagrees_compares_joint_targets_within_tolerance_and_gripper_commands() -> None:
+    a = {"action_a": np.zeros(3, np.float32), "action_b": np.zeros(3, np.float32),
+         "grip_a": np.float32(0), "grip_b": np.float32(1)}  # fmt: skip
+    near = {**a, "action_b": np.array([0.0, 0.05, 0.0], np.float32)}
+    assert not disagrees(a, a, 0.01)
+    assert disagrees(a, near, 0.01) and not disagrees(a, near, 0.06)
+    assert disagrees(a, {**a, "grip_a": np.float32(1)}, 10.0)  # a gripper command always counts
+
+
+def _gated(root: Path, beta: float, gate: float):
+    return collect_iteration(
+        StillPolicy(),
+        root=root,
+        tasks=["lift", "drawer"],
+        episodes_per_task=2,
+        iteration=0,
+        beta=beta,
+        world=WorldConfig(image_size=16),
+        batch_envs=4,
+        label_every=5,
+        label_steps=3,
+        label_gate=gate,
+    )
+
+
+def test_label_gate_labels_only_where_the_policy_parts_from_the_expert(tmp_path: Path) -> None:
+    # A tiny tolerance: holding still always differs from the expert, so every point is labelled,
+    # exactly as without the gate, and every gate query is the first action of a written label.
+    plain = _gated(tmp_path / "plain", 0.5, 0.0)
+    tight = _gated(tmp_path / "tight", 0.5, 1e-6)
+    assert plain.gate_queries == 0 and tight.gate_queries == tight.episodes == plain.episodes
+    assert tight.expert_actions == plain.expert_actions == plain.steps + plain.expert_steps
+    for path in find_episodes(tmp_path / "tight"):
+        twin = read_episode(tmp_path / "plain" / path.relative_to(tmp_path / "tight"))
+        np.testing.assert_array_equal(
+            read_episode(path).arrays["action_a"], twin.arrays["action_a"]
+        )
+    # A huge joint tolerance with the expert driving (beta 1): the policy's open grippers part
+    # from the expert exactly where the expert closes one, so only those points are labelled.
+    loose = _gated(tmp_path / "loose", 1.0, 1e3)
+    labelled: dict[tuple[str, int], set[int]] = {}
+    for path in find_episodes(tmp_path / "loose"):
+        ep = read_episode(path)
+        labelled.setdefault((ep.meta.task, ep.meta.user["seed"]), set()).add(
+            ep.meta.user["branch_step"]
+        )
+    world = WorldConfig(image_size=16)
+    closed_points = 0
+    for task in ("lift", "drawer"):
+        for path in find_episodes(tmp_path / "plain"):  # the same scenes, replayed with the expert
+            ep = read_episode(path)
+            if ep.meta.task != task or ep.meta.user["branch_step"] != 0:
+                continue
+            seed = ep.meta.user["seed"]
+            env = BimanualEnv(world)
+            env.reset(task, seed)
+            expert = make_expert(task, expert_rng(seed), env.task_cfgs[task])
+            for t in range(0, 10_000):
+                action = expert.act(env)
+                if t % 5 == 0:
+                    closes = bool(action["grip_a"] > 0.5 or action["grip_b"] > 0.5)
+                    closed_points += closes
+                    assert (t in labelled.get((task, seed), set())) == closes, (task, seed, t)
+                _, ok, done, _ = env.step(action)
+                if ok or done:
+                    break
+    assert 0 < loose.episodes == closed_points < loose.gate_queries
+    assert (
+        loose.expert_actions
+        == loose.steps + loose.expert_steps + loose.gate_queries - loose.episodes
+    )
+    with pytest.raises(ValueError, match="label_gate"):
+        _gated(tmp_path / "bad", 0.0, -1.0)
 
 
 def _tiny_dagger_config(tmp_path: Path) -> Path:

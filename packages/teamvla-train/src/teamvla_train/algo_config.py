@@ -74,6 +74,13 @@ class DaggerConfig:
         "only rollouts that end without success are labelled: the expert's labels go where the "
         "policy still fails).",
     )
+    label_gate: float = field(
+        default=0.0,
+        ge=0.0,
+        doc="0: label every label point; > 0: only points where the policy's action differs from "
+        "the expert's by more than this (radians, any joint target) or in a gripper command (one "
+        "expert query per point, counted in expert_actions).",
+    )
     # --- rollouts and measurement -----------------------------------------------------------
     batch_envs: int = field(default=10, ge=1, doc="Worlds stepped together in collection.")
     eval_episodes_per_task: int = field(

@@ -208,6 +208,7 @@ class DAgger:
             label_every=self.d.label_every,
             label_steps=self.d.label_steps or self.ctx.cfg.dataset.action_horizon,
             label_rollouts=self.d.label_rollouts,
+            label_gate=self.d.label_gate,
             image_codec=self.d.image_codec,
             video_crf=self.d.video_crf,
         )
@@ -221,8 +222,9 @@ class DAgger:
             "labelled_steps": stats.steps,
             "labelled_rollouts": stats.labelled_rollouts,
             "rollout_steps": stats.rollout_steps,
-            # Every action the expert gave: the stored labels and the rollout steps it executed.
-            "expert_actions": stats.steps + stats.expert_steps,
+            # Every action the expert gave: stored labels, executed rollout steps, gate queries.
+            "expert_actions": stats.expert_actions,
+            "gate_queries": stats.gate_queries,
             "intervention_rate": stats.intervention_rate,
             "dataset_samples": self.bc.data.num_train_batches * self.ctx.cfg.dataset.batch_size,
             "seconds": time.perf_counter() - t0,

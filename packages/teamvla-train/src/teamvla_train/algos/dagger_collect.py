@@ -90,7 +90,14 @@ class CollectStats:
     labelled_rollouts: int = 0  # rollouts whose visited states were labelled
     rollout_steps: int = 0  # steps of the mixed rollouts
     expert_steps: int = 0  # rollout steps where the expert's action was executed
+    gate_queries: int = 0  # expert actions asked at label points to compare with the policy's
+    gated_labels: int = 0  # label points whose gate query started a written label
     success: dict[str, float] = field(default_factory=dict)  # per task, of the mixed policy
+
+    @property
+    def expert_actions(self) -> int:
+        """Every action the expert gave: stored labels, executed rollout steps, unused gate queries."""
+        return self.steps + self.expert_steps + self.gate_queries - self.gated_labels
 
     @property
     def intervention_rate(self) -> float:
@@ -99,7 +106,11 @@ class CollectStats:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the intervention rate."""
-        return {**asdict(self), "intervention_rate": self.intervention_rate}
+        return {
+            **asdict(self),
+            "expert_actions": self.expert_actions,
+            "intervention_rate": self.intervention_rate,
+        }
 
 
 def is_complete(root: Path) -> bool:
@@ -127,6 +138,7 @@ def collect_iteration(
     label_every: int = 4,
     label_steps: int = 16,
     label_rollouts: str = "all",
+    label_gate: float = 0.0,
     image_codec: str | None = None,
     video_crf: int = 30,
 ) -> CollectStats:
@@ -141,6 +153,8 @@ def collect_iteration(
         )
     if label_rollouts not in ("all", "failed"):
         raise ValueError(f"label_rollouts must be 'all' or 'failed', received {label_rollouts!r}")
+    if not (label_gate >= 0.0 and np.isfinite(label_gate)):
+        raise ValueError(f"label_gate must be a finite value >= 0, received {label_gate}")
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], received {beta}")
     if root.exists():  # an unfinished collection of a killed run: redo it whole
@@ -157,10 +171,19 @@ def collect_iteration(
         for start in range(0, len(jobs), len(envs)):
             group = jobs[start : start + len(envs)]
             control.reset()
-            _play_group(group, envs, control, writer, rng, stats, wins, base_seed, iteration, label_every, label_steps, label_rollouts == "failed")  # fmt: skip
+            _play_group(group, envs, control, writer, rng, stats, wins, base_seed, iteration, label_every, label_steps, label_rollouts == "failed", label_gate)  # fmt: skip
     stats.success = {t: float(np.mean(v)) if v else 0.0 for t, v in wins.items()}
     atomic_write_text(root / COMPLETE_MARKER, json.dumps(stats.to_dict(), indent=1) + "\n")
     return stats
+
+
+def disagrees(policy_action: dict[str, Any], expert_action: dict[str, Any], tol: float) -> bool:
+    """Whether two actions differ: a joint target by more than ``tol`` (radians) or a gripper command."""
+    for arm in ("a", "b"):
+        gap = np.abs(np.asarray(policy_action[f"action_{arm}"]) - expert_action[f"action_{arm}"])
+        if gap.max() > tol or round(float(policy_action[f"grip_{arm}"])) != round(float(expert_action[f"grip_{arm}"])):  # fmt: skip
+            return True
+    return False
 
 
 def _continue(
@@ -200,6 +223,7 @@ def _play_group(
     label_every: int,
     label_steps: int,
     failed_only: bool,
+    gate: float,
 ) -> None:
     n = len(group)
     obs: list[dict[str, Any]] = []
@@ -218,6 +242,7 @@ def _play_group(
 
     def label(i: int, t: int, branch: BimanualEnv, seen: dict[str, Any]) -> None:
         task, index = group[i]
+        stats.gated_labels += gate > 0
         steps = _continue(branch, seen, task, seeds[i], label_steps)
         _write(writer, steps, task, f"{task}-dagger{iteration:03d}-{index:06d}-t{t:04d}",
                {"seed": seeds[i], "iteration": iteration, "beta": stats.beta,
@@ -227,13 +252,19 @@ def _play_group(
 
     while not all(done):
         active = [i for i in range(n) if not done[i]]
-        if t % label_every == 0:
-            for i in active:
-                if failed_only:
-                    pending[i].append((t, copy.deepcopy(envs[i]), obs[i]))
-                else:
-                    label(i, t, copy.deepcopy(envs[i]), obs[i])
         proposals = control.act([obs[i] for i in active], active)
+        for i, proposal in zip(active, proposals, strict=True) if t % label_every == 0 else ():
+            if gate > 0:  # label only where the policy parts from the expert
+                task = group[i][0]
+                expert = make_expert(task, expert_rng(seeds[i]), envs[i].task_cfgs[task])
+                asked = expert.act(envs[i])
+                stats.gate_queries += 1
+                if not disagrees(proposal, asked, gate):
+                    continue
+            if failed_only:
+                pending[i].append((t, copy.deepcopy(envs[i]), obs[i]))
+            else:
+                label(i, t, copy.deepcopy(envs[i]), obs[i])
         for i, proposal in zip(active, proposals, strict=True):
             use_expert = bool(rng.random() < stats.beta)
             stats.rollout_steps += 1
