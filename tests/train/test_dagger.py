@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from teamvla_schema import read_episode, validate_episode_file
 from teamvla_schema.config import dump_yaml
 from teamvla_schema.episode import find_episodes
 from teamvla_train.algos.dagger_collect import (
+    CollectStats,
     beta_at,
     collect_iteration,
     disagrees,
@@ -121,26 +123,29 @@ def test_visited_states_are_labelled_with_the_expert_continuation(
         assert all(stats.success[t] == 0.0 for t in ("lift", "drawer"))  # holding still never does
 
 
-def _collect(root: Path, beta: float, label_rollouts: str) -> dict:
+def _collect(root: Path, beta: float, **settings: Any) -> CollectStats:
+    """One collection with StillPolicy in small worlds; ``settings`` override the task mix and labels."""
+    kwargs: dict[str, Any] = {
+        "tasks": ["lift", "handoff"],
+        "episodes_per_task": 6,
+        "label_every": 10,
+    }
     return collect_iteration(
         StillPolicy(),
         root=root,
-        tasks=["lift", "handoff"],
-        episodes_per_task=6,
         iteration=0,
         beta=beta,
         world=WorldConfig(image_size=16),
         batch_envs=4,
-        label_every=10,
         label_steps=3,
-        label_rollouts=label_rollouts,
-    ).to_dict()
+        **{**kwargs, **settings},
+    )
 
 
 def test_label_rollouts_failed_labels_exactly_the_rollouts_that_fail(tmp_path: Path) -> None:
     # beta 0.9: the expert's steps mixed with holding still; some rollouts succeed, some fail.
-    every = _collect(tmp_path / "all", 0.9, "all")
-    failed = _collect(tmp_path / "failed", 0.9, "failed")
+    every = _collect(tmp_path / "all", 0.9, label_rollouts="all").to_dict()
+    failed = _collect(tmp_path / "failed", 0.9, label_rollouts="failed").to_dict()
     # Labelling draws nothing from the generator: both modes played the same rollouts.
     assert failed["success"] == every["success"] and failed["expert_steps"] == every["expert_steps"]
     wins = sum(round(v * 6) for v in every["success"].values())
@@ -161,9 +166,9 @@ def test_label_rollouts_failed_labels_exactly_the_rollouts_that_fail(tmp_path: P
         assert (name in {p.name for p in failed_files}) == ((task, int(rest[:6])) in labelled)
     assert len(labelled) == 12 - wins
     # The expert alone always succeeds: nothing to label.
-    assert _collect(tmp_path / "expert", 1.0, "failed")["steps"] == 0
+    assert _collect(tmp_path / "expert", 1.0, label_rollouts="failed").steps == 0
     with pytest.raises(ValueError, match="label_rollouts"):
-        _collect(tmp_path / "bad", 0.0, "some")
+        _collect(tmp_path / "bad", 0.0, label_rollouts="some")
 
 
 def test_disagrees_compares_joint_targets_within_tolerance_and_gripper_commands() -> None:
@@ -175,20 +180,8 @@ def test_disagrees_compares_joint_targets_within_tolerance_and_gripper_commands(
     assert disagrees(a, {**a, "grip_a": np.float32(1)}, 10.0)  # a gripper command always counts
 
 
-def _gated(root: Path, beta: float, gate: float):
-    return collect_iteration(
-        StillPolicy(),
-        root=root,
-        tasks=["lift", "drawer"],
-        episodes_per_task=2,
-        iteration=0,
-        beta=beta,
-        world=WorldConfig(image_size=16),
-        batch_envs=4,
-        label_every=5,
-        label_steps=3,
-        label_gate=gate,
-    )
+def _gated(root: Path, beta: float, gate: float) -> CollectStats:
+    return _collect(root, beta, tasks=["lift", "drawer"], episodes_per_task=2, label_every=5, label_gate=gate)  # fmt: skip
 
 
 def test_label_gate_labels_only_where_the_policy_parts_from_the_expert(tmp_path: Path) -> None:
@@ -214,24 +207,23 @@ def test_label_gate_labels_only_where_the_policy_parts_from_the_expert(tmp_path:
         )
     world = WorldConfig(image_size=16)
     closed_points = 0
-    for task in ("lift", "drawer"):
-        for path in find_episodes(tmp_path / "plain"):  # the same scenes, replayed with the expert
-            ep = read_episode(path)
-            if ep.meta.task != task or ep.meta.user["branch_step"] != 0:
-                continue
-            seed = ep.meta.user["seed"]
-            env = BimanualEnv(world)
-            env.reset(task, seed)
-            expert = make_expert(task, expert_rng(seed), env.task_cfgs[task])
-            for t in range(0, 10_000):
-                action = expert.act(env)
-                if t % 5 == 0:
-                    closes = bool(action["grip_a"] > 0.5 or action["grip_b"] > 0.5)
-                    closed_points += closes
-                    assert (t in labelled.get((task, seed), set())) == closes, (task, seed, t)
-                _, ok, done, _ = env.step(action)
-                if ok or done:
-                    break
+    for path in find_episodes(tmp_path / "plain"):  # the same scenes, replayed with the expert
+        ep = read_episode(path)
+        if ep.meta.user["branch_step"] != 0:  # one branch per scene names its task and seed
+            continue
+        task, seed = ep.meta.task, ep.meta.user["seed"]
+        env = BimanualEnv(world)
+        env.reset(task, seed)
+        expert = make_expert(task, expert_rng(seed), env.task_cfgs[task])
+        for t in range(10_000):
+            action = expert.act(env)
+            if t % 5 == 0:
+                closes = bool(action["grip_a"] > 0.5 or action["grip_b"] > 0.5)
+                closed_points += closes
+                assert (t in labelled.get((task, seed), set())) == closes, (task, seed, t)
+            _, ok, done, _ = env.step(action)
+            if ok or done:
+                break
     assert 0 < loose.episodes == closed_points < loose.gate_queries
     assert (
         loose.expert_actions
