@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -208,6 +209,22 @@ def test_layout_argument_enforces_same_fields_and_dtypes() -> None:
     )  # int -> float
     expect_error(make_step(1, extra=np.int32(1)), layout=layout, field="extra", step_index=1)
     expect_error(make_step(1, extra="1"), layout=layout, field="extra", step_index=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layout_fast_path_accepts_huge_finite_values_without_warning(dtype: type) -> None:
+    # Finite values whose sum overflows: valid data, so no RuntimeWarning and no refusal;
+    # a NaN or inf among them is still refused by the same path.
+    huge = np.full(7, np.finfo(dtype).max, dtype)
+    first = validate_step(make_step(0, extra=huge))
+    layout = step_layout(first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clean = validate_step(make_step(1, extra=huge, q_a=np.full(7, 3e38, np.float32)), layout=layout, step_index=1)  # fmt: skip
+    assert np.array_equal(clean["extra"], huge) and clean["q_a"].max() == np.float32(3e38)
+    bad = huge.copy()
+    bad[3] = np.inf
+    expect_error(make_step(1, extra=bad), layout=layout, field="extra", step_index=1)
 
 
 # --------------------------------------------------------------------------- NaN / inf policy

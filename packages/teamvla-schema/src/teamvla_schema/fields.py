@@ -369,6 +369,20 @@ def _layout_dtype(ref: FieldLayout) -> np.dtype | None:
         return dt
 
 
+def _sum_is_finite(arr: np.ndarray) -> bool:
+    """Whether a float array's sum is finite: one reduction instead of isfinite + all.
+
+    A NaN or inf anywhere makes the sum non-finite. Values below 8 bytes are
+    summed in float64, which no float16/32 values can overflow; a float64 sum
+    that overflows is silenced (valid data must not warn) and the caller takes
+    the exact full path.
+    """
+    if arr.dtype.itemsize < 8:
+        return math.isfinite(arr.sum(dtype=np.float64))
+    with np.errstate(over="ignore"):
+        return math.isfinite(arr.sum())
+
+
 def _validate_against_layout(
     step: Mapping[str, Any], layout: StepLayout, step_index: int | None
 ) -> dict[str, Any] | None:
@@ -392,9 +406,7 @@ def _validate_against_layout(
             dt = _layout_dtype(ref)
             if dt is not None and value.dtype == dt and value.shape == ref.shape:
                 arr = value if kind is np.ndarray else np.asarray(value)
-                # One reduction instead of isfinite + all: a NaN or inf anywhere makes the sum
-                # non-finite. (A sum that merely overflows takes the exact full path.)
-                if dt.kind == "f" and name not in _NONFINITE_OK and not math.isfinite(arr.sum()):
+                if dt.kind == "f" and name not in _NONFINITE_OK and not _sum_is_finite(arr):
                     return None
                 out[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
                 continue
