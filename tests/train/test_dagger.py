@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("torch")
 
 from teamvla_data.sim import BimanualEnv, WorldConfig, expert_rng, make_expert
-from teamvla_schema import read_episode, validate_episode_file
+from teamvla_schema import read_episode, read_episode_meta, validate_episode_file
 from teamvla_schema.config import dump_yaml
 from teamvla_schema.episode import find_episodes
 from teamvla_train.algos.dagger_collect import (
@@ -85,6 +85,8 @@ def test_visited_states_are_labelled_with_the_expert_continuation(
     assert stats.intervention_rate == beta
     files = find_episodes(root)
     assert len(files) == stats.episodes > 4
+    # Every stored step holds an action the expert was asked for, the final observation's too.
+    assert stats.steps == sum(read_episode_meta(p).meta.num_steps for p in files)
     branch_points: dict[tuple[str, int], list[int]] = {}
     for path in files:
         validate_episode_file(path)

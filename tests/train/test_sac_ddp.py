@@ -92,6 +92,19 @@ def test_batch_size_must_divide_over_the_ranks(tmp_path: Path) -> None:
         SoftActorCritic(ctx)
 
 
+def test_compile_is_refused_rather_than_ignored(tmp_path: Path) -> None:
+    from teamvla_train.algos.base import Context
+    from teamvla_train.algos.sac import SoftActorCritic
+    from teamvla_train.config import resolve_train_config
+
+    overrides = [*TINY_STATE_SAC, "trainer.compile=true"]
+    cfg = resolve_train_config(load_config(REPO / "configs" / "train_sac.yaml", overrides))
+    ctx = Context(cfg=cfg, run_dir=tmp_path, device=torch.device("cpu"),
+                  dist_info=DistInfo(rank=0, world_size=1), amp_dtype=None)  # fmt: skip
+    with pytest.raises(SchemaError, match=r"trainer.compile true is not supported by trainer.algo sac"):  # fmt: skip
+        SoftActorCritic(ctx)
+
+
 def test_network_digest_sees_one_bit() -> None:
     a = {"actor": {"w": np.zeros(3, np.float32)}}
     b = {"actor": {"w": np.array([0.0, 0.0, np.nextafter(np.float32(0), np.float32(1))], np.float32)}}  # fmt: skip

@@ -92,7 +92,9 @@ class TrainerConfig:
     precision: Literal["auto", "fp32", "bf16"] = field(
         default="auto", doc="auto: bf16 autocast on CUDA, fp32 on CPU."
     )
-    compile: bool = field(default=False, doc="Wrap the model in torch.compile.")
+    compile: bool = field(
+        default=False, doc="Wrap the model in torch.compile (bc and dagger; sac and awac refuse it)."
+    )
     num_threads: int = field(
         default=0,
         ge=0,

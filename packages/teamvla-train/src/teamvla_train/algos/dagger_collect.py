@@ -86,7 +86,7 @@ class CollectStats:
     iteration: int
     beta: float
     episodes: int = 0  # labelled episodes written (one per branch point)
-    steps: int = 0  # expert-labelled steps written
+    steps: int = 0  # expert-labelled steps written (every stored step holds an expert action)
     labelled_rollouts: int = 0  # rollouts whose visited states were labelled
     rollout_steps: int = 0  # steps of the mixed rollouts
     expert_steps: int = 0  # rollout steps where the expert's action was executed
@@ -248,7 +248,7 @@ def _play_group(
                {"seed": seeds[i], "iteration": iteration, "beta": stats.beta,
                 "branch_step": t, "episode_index": index})  # fmt: skip
         stats.episodes += 1
-        stats.steps += len(steps) - 1
+        stats.steps += len(steps)  # the final observation's action too: the expert was asked for it
 
     while not all(done):
         active = [i for i in range(n) if not done[i]]
