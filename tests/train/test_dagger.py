@@ -256,6 +256,10 @@ def _tiny_dagger_config(tmp_path: Path) -> Path:
             "steps_per_iteration": 8,
             "batch_envs": 4,
             "eval_episodes_per_task": 2,
+            # Mixed rollouts (whatever the shipped default): resume must replay the expert's draws.
+            "beta": "linear",
+            "beta0": 0.5,
+            "beta_rampdown": 2,
         },
     }
     shutil.copytree(REPO / "configs", tmp_path / "configs")
