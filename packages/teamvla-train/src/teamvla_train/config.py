@@ -93,7 +93,8 @@ class TrainerConfig:
         default="auto", doc="auto: bf16 autocast on CUDA, fp32 on CPU."
     )
     compile: bool = field(
-        default=False, doc="Wrap the model in torch.compile (bc and dagger; sac and awac refuse it)."
+        default=False,
+        doc="Wrap the model in torch.compile (bc and dagger; sac and awac refuse it).",
     )
     num_threads: int = field(
         default=0,

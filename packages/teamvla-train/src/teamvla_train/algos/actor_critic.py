@@ -74,7 +74,8 @@ class ActorCriticBase:
     def __init__(self, ctx: Context, s: Any, *, data: TrainData | None = None) -> None:
         if data is not None:
             raise SchemaError(f"trainer.algo {self.name} collects its own data; it takes no data= argument")  # fmt: skip
-        if ctx.cfg.trainer.compile:  # refused rather than ignored: its updates call the networks directly
+        # Refused rather than ignored: the updates call the networks directly, unwrapped.
+        if ctx.cfg.trainer.compile:
             raise SchemaError(f"trainer.compile true is not supported by trainer.algo {self.name} (only bc and dagger compile their policy); set trainer.compile false")  # fmt: skip
         env_cfg = ctx.cfg.env
         self.pixels = env_cfg.obs_mode == "pixels"
