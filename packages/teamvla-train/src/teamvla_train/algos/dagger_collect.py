@@ -91,13 +91,17 @@ class CollectStats:
     rollout_steps: int = 0  # steps of the mixed rollouts
     expert_steps: int = 0  # rollout steps where the expert's action was executed
     gate_queries: int = 0  # expert actions asked at label points to compare with the policy's
-    gated_labels: int = 0  # label points whose gate query started a written label
     success: dict[str, float] = field(default_factory=dict)  # per task, of the mixed policy
 
     @property
     def expert_actions(self) -> int:
-        """Every action the expert gave: stored labels, executed rollout steps, unused gate queries."""
-        return self.steps + self.expert_steps + self.gate_queries - self.gated_labels
+        """Every action the expert gave: stored labels, executed rollout steps, unused gate queries.
+
+        With the gate on, every written label starts with its point's gate query, so the
+        unused queries are the queries less the labelled episodes.
+        """
+        unused = self.gate_queries - (self.episodes if self.gate_queries else 0)
+        return self.steps + self.expert_steps + unused
 
     @property
     def intervention_rate(self) -> float:
@@ -242,7 +246,6 @@ def _play_group(
 
     def label(i: int, t: int, branch: BimanualEnv, seen: dict[str, Any]) -> None:
         task, index = group[i]
-        stats.gated_labels += gate > 0
         steps = _continue(branch, seen, task, seeds[i], label_steps)
         _write(writer, steps, task, f"{task}-dagger{iteration:03d}-{index:06d}-t{t:04d}",
                {"seed": seeds[i], "iteration": iteration, "beta": stats.beta,
